@@ -1,0 +1,538 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * fiber_preempt: kernel-timed preemption upcalls for user-space fibers.
+ *
+ * Design
+ * ------
+ * A worker thread of a user-space fiber scheduler registers itself. From
+ * then on a per-thread hrtimer measures the thread's on-CPU time: a preempt
+ * notifier starts the timer when the thread is scheduled in and cancels it
+ * when the thread is scheduled out, so a blocked or runnable-but-waiting
+ * worker costs nothing and the slice is CPU time, not wall time.
+ *
+ * The library bumps ctl->switch_count at every fiber switch. When the timer
+ * expires and the count has not moved since the slice began, one fiber has
+ * held the thread for a whole slice. If the thread was interrupted in user
+ * mode at a PC the library declared preemptible, outside the trampoline,
+ * with ctl->preempt_off and ctl->in_upcall clear, the callback saves the
+ * interrupted PC in ctl->upcall_pc and rewrites the saved user PC to the
+ * trampoline. The thread leaves the interrupt already inside the
+ * trampoline, which saves every register and switches fibers: no signal
+ * frame, no sigreturn, no -EINTR in a syscall. Otherwise it sets
+ * ctl->pending and retries after retry_us, as Go's sysmon retries.
+ *
+ * Context and locking
+ * -------------------
+ * Everything about a registration is touched only on the thread's own CPU,
+ * by the thread or by interrupts taken while it runs, so no lock is
+ * needed:
+ *  - sched_in runs with preemption off: it starts the timer, pinned to
+ *    this CPU (HRTIMER_MODE_REL_PINNED_HARD, so the callback runs in hard
+ *    irq with the interrupted registers in get_irq_regs()).
+ *  - sched_out runs with the rq lock held and irqs off, so it can only
+ *    try to cancel; the callback cannot be running, since it would run on
+ *    this CPU with irqs on.
+ *  - The registration is found from current->preempt_notifiers, which only
+ *    current changes. The control page is pinned and written through the
+ *    kernel's linear mapping, so the callback never faults.
+ *
+ * Lifetime
+ * --------
+ * A preempt notifier may only be removed by its own task, and must be
+ * removed before the task is freed. A registration is therefore ended in
+ * the thread's own context: by FIBER_PREEMPT_IOC_UNREGISTER, by the
+ * sched_process_exit tracepoint (do_exit, any cause, including SIGKILL),
+ * or by the sched_process_exec tracepoint (the new program knows nothing
+ * of the old control page). Each registration holds a module reference,
+ * so the module cannot be unloaded under one. Closing the file does not
+ * end registrations: other threads of the process may still use theirs.
+ *
+ * Rejected alternatives: a signal (Go's SIGURG) costs a full signal frame
+ * and turns slow syscalls into -EINTR; task_work runs after signal
+ * delivery and only on the next kernel exit; a per-CPU timer would have to
+ * be re-targeted at every context switch anyway.
+ */
+
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/atomic.h>
+#include <linux/fs.h>
+#include <linux/hrtimer.h>
+#include <linux/ktime.h>
+#include <linux/miscdevice.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/preempt.h>
+#include <linux/sched.h>
+#include <linux/slab.h>
+#include <linux/tracepoint.h>
+#include <linux/uaccess.h>
+#include <asm/irq_regs.h>
+
+#include <linux/fiber_preempt.h>
+
+#include "fp_arch.h"
+
+#if !IS_ENABLED(CONFIG_PREEMPT_NOTIFIERS)
+#error "fiber_preempt needs CONFIG_PREEMPT_NOTIFIERS"
+#endif
+
+static unsigned int default_slice_us = 1000;
+module_param(default_slice_us, uint, 0444);
+MODULE_PARM_DESC(default_slice_us, "Slice when a registration gives none, in us (default 1000)");
+
+static unsigned int retry_us = 20;
+module_param(retry_us, uint, 0444);
+MODULE_PARM_DESC(retry_us, "Delay before retrying a deferred preemption, in us (default 20)");
+
+static unsigned int max_registrations = 4096;
+module_param(max_registrations, uint, 0444);
+MODULE_PARM_DESC(max_registrations, "Most threads registered at once (default 4096)");
+
+struct fp_reg {
+	struct preempt_notifier notifier;
+	struct hrtimer timer;
+	struct mm_struct *mm;		/* compared only, never dereferenced */
+	struct page *page;		/* the pinned page holding ctl */
+	struct fiber_preempt_ctl *ctl;	/* ctl through the linear mapping */
+	u64 upcall;
+	u64 upcall_end;
+	u64 slice_ns;
+	u64 seen_switch;		/* ctl->switch_count when the slice began */
+	u64 used_ns;			/* on-CPU time of the current slice */
+	u64 on_cpu_since;		/* when used_ns was last brought up to date */
+	u32 nr_ranges;
+	struct fiber_preempt_range ranges[FIBER_PREEMPT_MAX_RANGES];
+};
+
+static atomic_t fp_nr_registrations = ATOMIC_INIT(0);
+static u64 fp_retry_ns;
+static struct preempt_ops fp_preempt_ops;
+
+static struct fp_reg *fp_reg_of(struct preempt_notifier *pn)
+{
+	return container_of(pn, struct fp_reg, notifier);
+}
+
+static struct fp_reg *fp_current_reg(void)
+{
+	struct preempt_notifier *pn;
+
+	hlist_for_each_entry(pn, &current->preempt_notifiers, link)
+		if (pn->ops == &fp_preempt_ops)
+			return fp_reg_of(pn);
+	return NULL;
+}
+
+/* Bring used_ns up to date; a fiber switch since the slice began resets it. */
+static void fp_account(struct fp_reg *reg, u64 now)
+{
+	u64 sw = READ_ONCE(reg->ctl->switch_count);
+
+	if (sw != reg->seen_switch) {
+		reg->seen_switch = sw;
+		reg->used_ns = 0;
+	} else {
+		reg->used_ns += now - reg->on_cpu_since;
+	}
+	reg->on_cpu_since = now;
+}
+
+static u64 fp_time_left(struct fp_reg *reg)
+{
+	if (reg->used_ns >= reg->slice_ns)
+		return fp_retry_ns;
+	return reg->slice_ns - reg->used_ns;
+}
+
+/* Preemption is off; the thread is current on this CPU. */
+static void fp_arm(struct fp_reg *reg)
+{
+	fp_account(reg, ktime_get_ns());
+	hrtimer_start(&reg->timer, ns_to_ktime(fp_time_left(reg)),
+		      HRTIMER_MODE_REL_PINNED_HARD);
+}
+
+static void fp_sched_in(struct preempt_notifier *pn, int cpu)
+{
+	fp_arm(fp_reg_of(pn));
+}
+
+static void fp_sched_out(struct preempt_notifier *pn, struct task_struct *next)
+{
+	struct fp_reg *reg = fp_reg_of(pn);
+
+	hrtimer_try_to_cancel(&reg->timer);
+	fp_account(reg, ktime_get_ns());
+}
+
+static struct preempt_ops fp_preempt_ops = {
+	.sched_in = fp_sched_in,
+	.sched_out = fp_sched_out,
+};
+
+static bool fp_pc_preemptible(struct fp_reg *reg, u64 pc)
+{
+	u32 i;
+
+	if (pc >= reg->upcall && pc < reg->upcall_end)
+		return false;
+	if (!reg->nr_ranges)
+		return true;
+	for (i = 0; i < reg->nr_ranges; i++)
+		if (pc >= reg->ranges[i].start && pc < reg->ranges[i].end)
+			return true;
+	return false;
+}
+
+/*
+ * Try to send the interrupted thread to the trampoline. Returns the
+ * counter to bump: delivered, or the reason it was deferred.
+ */
+static u64 *fp_try_deliver(struct fp_reg *reg)
+{
+	struct fiber_preempt_ctl *ctl = reg->ctl;
+	struct pt_regs *regs = get_irq_regs();
+	u64 pc;
+
+	if (!regs || !fp_arch_user_regs(regs) || current->mm != reg->mm)
+		return &ctl->deferred_kernel;
+	if (READ_ONCE(ctl->in_upcall))
+		return &ctl->deferred_upcall;
+	if (READ_ONCE(ctl->preempt_off))
+		return &ctl->deferred_off;
+	pc = instruction_pointer(regs);
+	if (!fp_pc_preemptible(reg, pc))
+		return &ctl->deferred_pc;
+
+	WRITE_ONCE(ctl->upcall_pc, pc);
+	WRITE_ONCE(ctl->in_upcall, 1);
+	fp_arch_redirect(regs, reg->upcall);
+	return &ctl->delivered;
+}
+
+static enum hrtimer_restart fp_timer_fn(struct hrtimer *timer)
+{
+	struct fp_reg *reg = container_of(timer, struct fp_reg, timer);
+	struct fiber_preempt_ctl *ctl = reg->ctl;
+	u64 now = ktime_get_ns();
+	u64 *counter;
+
+	fp_account(reg, now);
+	if (reg->used_ns >= reg->slice_ns) {
+		ctl->fired++;
+		counter = fp_try_deliver(reg);
+		(*counter)++;
+		if (counter == &ctl->delivered)
+			reg->used_ns = 0;
+		else
+			WRITE_ONCE(ctl->pending, 1);
+	}
+	hrtimer_forward_now(timer, ns_to_ktime(fp_time_left(reg)));
+	return HRTIMER_RESTART;
+}
+
+/* Ends current's registration. Callable in atomic context. */
+static void fp_unregister_current(struct fp_reg *reg)
+{
+	preempt_disable();
+	preempt_notifier_unregister(&reg->notifier);
+	hrtimer_cancel(&reg->timer);
+	preempt_enable();
+
+	unpin_user_page(reg->page);
+	kfree(reg);
+	atomic_dec(&fp_nr_registrations);
+	module_put(THIS_MODULE);
+}
+
+static int fp_check_ranges(const struct fiber_preempt_register *args)
+{
+	u32 i;
+
+	if (args->nr_ranges > FIBER_PREEMPT_MAX_RANGES)
+		return -EINVAL;
+	for (i = 0; i < FIBER_PREEMPT_MAX_RANGES; i++) {
+		const struct fiber_preempt_range *r = &args->ranges[i];
+
+		if (i >= args->nr_ranges) {
+			if (r->start || r->end)
+				return -EINVAL;
+			continue;
+		}
+		if (r->start >= r->end || r->end > TASK_SIZE)
+			return -EINVAL;
+	}
+	return 0;
+}
+
+static int fp_check_register(struct fiber_preempt_register *args)
+{
+	if (args->flags || args->__pad)
+		return -EINVAL;
+	if (!args->ctl || args->ctl % FIBER_PREEMPT_CTL_ALIGN)
+		return -EINVAL;
+	if (args->ctl >= TASK_SIZE)
+		return -EFAULT;
+	if (!args->upcall || args->upcall >= args->upcall_end ||
+	    args->upcall_end > TASK_SIZE)
+		return -EINVAL;
+	if (!args->slice_ns)
+		args->slice_ns = (u64)default_slice_us * NSEC_PER_USEC;
+	if (args->slice_ns < FIBER_PREEMPT_MIN_SLICE_NS ||
+	    args->slice_ns > FIBER_PREEMPT_MAX_SLICE_NS)
+		return -ERANGE;
+	return fp_check_ranges(args);
+}
+
+static long fp_ioctl_register(void __user *argp)
+{
+	struct fiber_preempt_register args;
+	struct fp_reg *reg;
+	u32 usize;
+	int ret;
+
+	if (get_user(usize, (u32 __user *)argp))
+		return -EFAULT;
+	if (usize < sizeof(args))
+		return -EINVAL;
+	ret = copy_struct_from_user(&args, sizeof(args), argp, usize);
+	if (ret)
+		return ret;
+	ret = fp_check_register(&args);
+	if (ret)
+		return ret;
+	if (fp_current_reg())
+		return -EBUSY;
+	if (atomic_inc_return(&fp_nr_registrations) > max_registrations) {
+		ret = -ENOSPC;
+		goto out_count;
+	}
+
+	reg = kzalloc(sizeof(*reg), GFP_KERNEL);
+	if (!reg) {
+		ret = -ENOMEM;
+		goto out_count;
+	}
+	ret = pin_user_pages_fast(args.ctl & PAGE_MASK, 1,
+				  FOLL_WRITE | FOLL_LONGTERM, &reg->page);
+	if (ret != 1) {
+		ret = ret < 0 ? ret : -EFAULT;
+		goto out_free;
+	}
+	reg->ctl = page_address(reg->page) + offset_in_page(args.ctl);
+	if (READ_ONCE(reg->ctl->size) < sizeof(*reg->ctl)) {
+		ret = -EINVAL;
+		goto out_unpin;
+	}
+
+	reg->mm = current->mm;
+	reg->upcall = args.upcall;
+	reg->upcall_end = args.upcall_end;
+	reg->slice_ns = args.slice_ns;
+	reg->nr_ranges = args.nr_ranges;
+	memcpy(reg->ranges, args.ranges, sizeof(reg->ranges));
+	reg->seen_switch = READ_ONCE(reg->ctl->switch_count);
+	hrtimer_init(&reg->timer, CLOCK_MONOTONIC, HRTIMER_MODE_REL_PINNED_HARD);
+	reg->timer.function = fp_timer_fn;
+	preempt_notifier_init(&reg->notifier, &fp_preempt_ops);
+	__module_get(THIS_MODULE);
+
+	preempt_disable();
+	preempt_notifier_register(&reg->notifier);
+	reg->on_cpu_since = ktime_get_ns();
+	fp_arm(reg);
+	preempt_enable();
+	return 0;
+
+out_unpin:
+	unpin_user_page(reg->page);
+out_free:
+	kfree(reg);
+out_count:
+	atomic_dec(&fp_nr_registrations);
+	return ret;
+}
+
+static long fp_ioctl_unregister(void)
+{
+	struct fp_reg *reg = fp_current_reg();
+
+	if (!reg)
+		return -ENOENT;
+	fp_unregister_current(reg);
+	return 0;
+}
+
+static long fp_ioctl_version(void __user *argp)
+{
+	struct fiber_preempt_version v = {
+		.api_version = FIBER_PREEMPT_API_VERSION,
+		.ctl_size = sizeof(struct fiber_preempt_ctl),
+		.register_size = sizeof(struct fiber_preempt_register),
+		.default_slice_ns = (u64)default_slice_us * NSEC_PER_USEC,
+		.min_slice_ns = FIBER_PREEMPT_MIN_SLICE_NS,
+		.max_slice_ns = FIBER_PREEMPT_MAX_SLICE_NS,
+	};
+
+	return copy_to_user(argp, &v, sizeof(v)) ? -EFAULT : 0;
+}
+
+static long fp_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	void __user *argp = (void __user *)arg;
+
+	switch (cmd) {
+	case FIBER_PREEMPT_IOC_VERSION:
+		return fp_ioctl_version(argp);
+	case FIBER_PREEMPT_IOC_REGISTER:
+		return fp_ioctl_register(argp);
+	case FIBER_PREEMPT_IOC_UNREGISTER:
+		return fp_ioctl_unregister();
+	default:
+		return -ENOTTY;
+	}
+}
+
+static const struct file_operations fp_fops = {
+	.owner = THIS_MODULE,
+	.open = nonseekable_open,
+	.unlocked_ioctl = fp_ioctl,
+	.llseek = no_llseek,
+};
+
+static struct miscdevice fp_misc = {
+	.minor = MISC_DYNAMIC_MINOR,
+	.name = "fiber_preempt",
+	.fops = &fp_fops,
+	.mode = 0666,
+};
+
+/* Task exit and exec: end the task's registration in its own context. */
+static void fp_end_current(void)
+{
+	struct fp_reg *reg;
+
+	if (!atomic_read(&fp_nr_registrations))
+		return;
+	reg = fp_current_reg();
+	if (reg)
+		fp_unregister_current(reg);
+}
+
+static void fp_probe_exit(void *data, struct task_struct *p)
+{
+	if (p == current)
+		fp_end_current();
+}
+
+static void fp_probe_exec(void *data, struct task_struct *p, pid_t old_pid,
+			  struct linux_binprm *bprm)
+{
+	if (p == current)
+		fp_end_current();
+}
+
+struct fp_probe {
+	const char *name;
+	void *func;
+	struct tracepoint *tp;
+};
+
+static struct fp_probe fp_probes[] = {
+	{ .name = "sched_process_exit", .func = fp_probe_exit },
+	{ .name = "sched_process_exec", .func = fp_probe_exec },
+};
+
+static void fp_find_tracepoint(struct tracepoint *tp, void *priv)
+{
+	int i;
+
+	for (i = 0; i < ARRAY_SIZE(fp_probes); i++)
+		if (!strcmp(tp->name, fp_probes[i].name))
+			fp_probes[i].tp = tp;
+}
+
+static void fp_unregister_probes(int n)
+{
+	while (n--)
+		tracepoint_probe_unregister(fp_probes[n].tp, fp_probes[n].func,
+					    NULL);
+	tracepoint_synchronize_unregister();
+}
+
+static int fp_register_probes(void)
+{
+	int i, ret;
+
+	for_each_kernel_tracepoint(fp_find_tracepoint, NULL);
+	for (i = 0; i < ARRAY_SIZE(fp_probes); i++) {
+		if (!fp_probes[i].tp) {
+			pr_err("tracepoint %s not found\n", fp_probes[i].name);
+			ret = -ENOENT;
+			goto fail;
+		}
+		ret = tracepoint_probe_register(fp_probes[i].tp,
+						fp_probes[i].func, NULL);
+		if (ret)
+			goto fail;
+	}
+	return 0;
+fail:
+	fp_unregister_probes(i);
+	return ret;
+}
+
+static int __init fp_init(void)
+{
+	u64 slice_ns = (u64)default_slice_us * NSEC_PER_USEC;
+	int ret;
+
+	BUILD_BUG_ON(sizeof(struct fiber_preempt_ctl) != FIBER_PREEMPT_CTL_ALIGN);
+	BUILD_BUG_ON(offsetof(struct fiber_preempt_ctl, switch_count) != 8);
+	BUILD_BUG_ON(offsetof(struct fiber_preempt_ctl, upcall_pc) != 16);
+	BUILD_BUG_ON(offsetof(struct fiber_preempt_ctl, in_upcall) != 24);
+	BUILD_BUG_ON(offsetof(struct fiber_preempt_ctl, fired) != 32);
+	BUILD_BUG_ON(sizeof(struct fiber_preempt_register) != 176);
+	BUILD_BUG_ON(sizeof(struct fiber_preempt_version) != 40);
+
+	if (slice_ns < FIBER_PREEMPT_MIN_SLICE_NS ||
+	    slice_ns > FIBER_PREEMPT_MAX_SLICE_NS) {
+		pr_err("default_slice_us=%u out of range\n", default_slice_us);
+		return -EINVAL;
+	}
+	fp_retry_ns = max_t(u64, (u64)retry_us * NSEC_PER_USEC,
+			    FIBER_PREEMPT_MIN_SLICE_NS / 2);
+
+	preempt_notifier_inc();
+	ret = fp_register_probes();
+	if (ret)
+		goto out_dec;
+	ret = misc_register(&fp_misc);
+	if (ret)
+		goto out_probes;
+	pr_info("loaded: default slice %u us, retry %llu ns\n",
+		default_slice_us, fp_retry_ns);
+	return 0;
+
+out_probes:
+	fp_unregister_probes(ARRAY_SIZE(fp_probes));
+out_dec:
+	preempt_notifier_dec();
+	return ret;
+}
+
+static void __exit fp_exit(void)
+{
+	misc_deregister(&fp_misc);
+	fp_unregister_probes(ARRAY_SIZE(fp_probes));
+	preempt_notifier_dec();
+	pr_info("unloaded\n");
+}
+
+module_init(fp_init);
+module_exit(fp_exit);
+
+MODULE_AUTHOR("libfiber authors");
+MODULE_DESCRIPTION("Kernel-timed preemption upcalls for user-space fibers");
+MODULE_LICENSE("GPL");

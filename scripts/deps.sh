@@ -1,0 +1,32 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+# Installs the Debian packages the project needs. Idempotent: with
+# --if-missing it does nothing (and needs no network) when all are there.
+set -eu
+
+pkgs="gcc make libc6-dev liburing-dev pkg-config
+      qemu-system-x86 busybox-static cpio gzip xz-utils
+      linux-source-6.1 linux-headers-amd64 linux-image-amd64"
+
+missing() {
+	for p in $pkgs; do
+		dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null |
+			grep -q '^install ok installed' || echo "$p"
+	done
+}
+
+if [ "${1:-}" = "--if-missing" ] && [ -z "$(missing)" ]; then
+	exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+	echo "deps.sh: missing packages: $(missing | tr '\n' ' ')" >&2
+	echo "deps.sh: run 'sudo make deps' to install them" >&2
+	exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends $pkgs
+# The VM boots the image whose ABI matches the headers we build against.
+kver=$(sh "$(dirname "$0")/kver.sh" amd64)
+apt-get install -y -q --no-install-recommends "linux-image-$kver" "linux-headers-$kver"

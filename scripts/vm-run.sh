@@ -1,0 +1,151 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Boots Debian's kernel under QEMU with a busybox initramfs of our own,
+# loads the module, runs programs in the guest and brings their output
+# back. Programs are linked dynamically, as users' programs are, so the
+# host's shared libraries they need are copied in beside them.
+#
+# Environment (set by the Makefile):
+#   VM_ARCH      x86_64 (default) or aarch64
+#   VM_KERNEL    the kernel image to boot
+#   VM_MODULE    fiber_preempt.ko
+#   VM_FILES     files to copy to /fp in the guest (binaries, libraries)
+#   VM_RUN       programs (names under /fp, with arguments) run with the module loaded
+#   VM_AFTER     programs run after rmmod
+#   VM_OUT       output directory: console.log, <program>.out, vm.tap
+#   VM_TIMEOUT   seconds before the whole VM is killed (default 900)
+#   VM_TEST_TIMEOUT  seconds before one guest program is killed (default 300)
+#   VM_ACCEL     tcg (default) or kvm
+#   VM_SMP, VM_MEM   guest CPUs (default 2) and memory (default 1024M)
+#
+# Output of program P goes to $VM_OUT/P.out; checks of the VM itself
+# (boot, insmod, rmmod, kernel log, no hang) go to $VM_OUT/vm.tap as TAP.
+set -euo pipefail
+
+arch=${VM_ARCH:-x86_64}
+out=${VM_OUT:?}
+timeout=${VM_TIMEOUT:-900}
+test_timeout=${VM_TEST_TIMEOUT:-300}
+accel=${VM_ACCEL:-tcg}
+smp=${VM_SMP:-2}
+mem=${VM_MEM:-1024M}
+busybox=${VM_BUSYBOX:-/bin/busybox}
+
+for f in "${VM_KERNEL:?}" "${VM_MODULE:?}" "$busybox"; do
+	[ -r "$f" ] || { echo "vm-run.sh: $f not found (run 'make deps')" >&2; exit 1; }
+done
+
+rm -rf "$out"
+root=$out/root
+mkdir -p "$root"/{bin,dev,proc,sys,tmp,fp,lib,lib64}
+cp "$busybox" "$root/bin/busybox"
+cp "$VM_MODULE" "$root/fp/"
+for f in ${VM_FILES:-}; do
+	cp "$f" "$root/fp/"
+done
+
+# The dynamic loader and every library the guest programs need.
+copy_libs() {
+	local f=$1 lib
+	for lib in $(ldd "$f" 2>/dev/null | grep -o '/[^ ]*' || true); do
+		[ -e "$root$lib" ] && continue
+		mkdir -p "$root$(dirname "$lib")"
+		cp -L "$lib" "$root$lib"
+	done
+}
+if [ "$arch" = x86_64 ]; then
+	for f in "$root"/fp/*; do
+		[ -x "$f" ] && copy_libs "$f"
+	done
+fi
+[ -n "${VM_SYSROOT_LIBS:-}" ] && cp -aL $VM_SYSROOT_LIBS "$root/lib/"
+
+cat > "$root/init" <<INIT
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin LD_LIBRARY_PATH=/fp
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tmpfs tmp /tmp
+cd /fp
+echo "@@FP kernel \$(uname -r) \$(uname -m)"
+insmod /fp/$(basename "$VM_MODULE")
+echo "@@FP insmod rc=\$?"
+run() {
+	name=\$1
+	echo "@@FP begin \$name"
+	timeout -s KILL $test_timeout "\$@" 2>&1
+	echo "@@FP end \$name rc=\$?"
+}
+$(for p in ${VM_RUN:-}; do echo "run ./${p//,/ }"; done)
+rmmod fiber_preempt
+echo "@@FP rmmod rc=\$?"
+$(for p in ${VM_AFTER:-}; do echo "run ./${p//,/ }"; done)
+echo "@@FP begin dmesg"
+dmesg
+echo "@@FP end dmesg rc=0"
+echo "@@FP done"
+poweroff -f
+INIT
+chmod +x "$root/init"
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/initramfs.gz"
+
+case $arch in
+x86_64)
+	qemu=(qemu-system-x86_64 -machine q35 -cpu max)
+	console=ttyS0
+	;;
+aarch64)
+	qemu=(qemu-system-aarch64 -machine virt -cpu max)
+	console=ttyAMA0
+	;;
+*)
+	echo "vm-run.sh: unsupported VM_ARCH=$arch" >&2
+	exit 1
+	;;
+esac
+[ "$accel" = kvm ] && qemu[2]=host
+
+start=$(date +%s)
+rc=0
+timeout -s KILL "$timeout" "${qemu[@]}" -accel "$accel" -smp "$smp" -m "$mem" \
+	-nodefaults -display none -no-reboot \
+	-serial "file:$out/console.log" \
+	-kernel "$VM_KERNEL" -initrd "$out/initramfs.gz" \
+	-append "console=$console panic=-1 quiet" \
+	2> "$out/qemu.stderr" || rc=$?
+echo "vm-run.sh: VM ran $(( $(date +%s) - start )) s (qemu exit $rc); console: $out/console.log" >&2
+
+# Split the console into one file per guest program.
+tr -d '\r' < "$out/console.log" | awk -v dir="$out" '
+	/^@@FP begin / { name = $3; sub(".*/", "", name); file = dir "/" name ".out"; printf "" > file; next }
+	/^@@FP end /   { if (file) { print $0 >> file; close(file) } file = ""; next }
+	file           { print >> file }
+'
+
+# Checks of the VM run itself.
+n=0
+tap() { n=$((n + 1)); echo "$1 $n - vm($arch): $2" >> "$out/vm.tap"; }
+log=$(tr -d '\r' < "$out/console.log")
+if grep -q '^@@FP kernel ' <<<"$log"; then
+	tap ok "booted $(grep -m1 '^@@FP kernel ' <<<"$log" | cut -d' ' -f3-)"
+else
+	tap "not ok" "guest booted to our init"
+fi
+grep -q '^@@FP insmod rc=0' <<<"$log" && tap ok "module loaded" || tap "not ok" "module loaded"
+grep -q '^@@FP rmmod rc=0' <<<"$log" && tap ok "module unloaded cleanly" || tap "not ok" "module unloaded cleanly"
+if grep -q '^@@FP done' <<<"$log"; then
+	tap ok "ran to the end and powered off"
+else
+	tap "not ok" "ran to the end and powered off (hang, crash or timeout after ${timeout}s)"
+fi
+bad='WARNING:|BUG:|Oops|general protection|Kernel panic|lockdep|possible (recursive|circular) locking|INFO: task .* blocked|rcu.*stall|Call Trace:|UBSAN|KASAN|refcount_t:'
+if grep -Eq "$bad" "$out/console.log"; then
+	tap "not ok" "guest kernel log clean"
+	grep -E -B2 -A20 "$bad" "$out/console.log" | head -60 | sed 's/^/# /' >> "$out/vm.tap"
+else
+	tap ok "guest kernel log clean"
+fi
+echo "1..$n" >> "$out/vm.tap"

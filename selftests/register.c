@@ -1,0 +1,212 @@
+// SPDX-License-Identifier: GPL-2.0
+/* REGISTER validates every field with a specific errno; UNREGISTER undoes it. */
+#include "kselftest_harness.h"
+#include "fp_dev.h"
+
+#include <sys/mman.h>
+
+FIXTURE(reg) {
+	int fd;
+	struct fp_test_ctl tctl;
+	struct fiber_preempt_register args;
+};
+
+FIXTURE_SETUP(reg)
+{
+	self->fd = fp_open();
+	FP_REQUIRE_DEVICE(self->fd);
+	fp_fill_register(&self->args, &self->tctl);
+}
+
+FIXTURE_TEARDOWN(reg)
+{
+	if (self->fd >= 0)
+		close(self->fd);
+}
+
+static int do_register(FIXTURE_DATA(reg) *self)
+{
+	return fp_ioctl(self->fd, FIBER_PREEMPT_IOC_REGISTER, &self->args);
+}
+
+static int do_unregister(FIXTURE_DATA(reg) *self)
+{
+	return fp_ioctl(self->fd, FIBER_PREEMPT_IOC_UNREGISTER, NULL);
+}
+
+TEST_F(reg, register_unregister)
+{
+	ASSERT_EQ(0, do_register(self));
+	ASSERT_EQ(0, do_unregister(self));
+	/* The same thread may register again afterwards. */
+	ASSERT_EQ(0, do_register(self));
+	ASSERT_EQ(0, do_unregister(self));
+}
+
+TEST_F(reg, default_slice)
+{
+	self->args.slice_ns = 0;
+	ASSERT_EQ(0, do_register(self));
+	ASSERT_EQ(0, do_unregister(self));
+}
+
+TEST_F(reg, twice_is_busy)
+{
+	ASSERT_EQ(0, do_register(self));
+	ASSERT_EQ(-EBUSY, do_register(self));
+	ASSERT_EQ(0, do_unregister(self));
+}
+
+TEST_F(reg, unregister_unregistered)
+{
+	ASSERT_EQ(-ENOENT, do_unregister(self));
+}
+
+TEST_F(reg, bad_args_pointer)
+{
+	ASSERT_EQ(-EFAULT, fp_ioctl(self->fd, FIBER_PREEMPT_IOC_REGISTER, NULL));
+	ASSERT_EQ(-EFAULT, fp_ioctl(self->fd, FIBER_PREEMPT_IOC_REGISTER,
+				    (void *)-4096L));
+}
+
+TEST_F(reg, bad_size)
+{
+	self->args.size = 0;
+	ASSERT_EQ(-EINVAL, do_register(self));
+	self->args.size = sizeof(self->args) - 8;
+	ASSERT_EQ(-EINVAL, do_register(self));
+}
+
+TEST_F(reg, larger_size_needs_zero_tail)
+{
+	struct {
+		struct fiber_preempt_register args;
+		__u64 tail;
+	} big;
+
+	big.args = self->args;
+	big.args.size = sizeof(big);
+	big.tail = 1;
+	ASSERT_EQ(-E2BIG, fp_ioctl(self->fd, FIBER_PREEMPT_IOC_REGISTER, &big));
+	big.tail = 0;
+	ASSERT_EQ(0, fp_ioctl(self->fd, FIBER_PREEMPT_IOC_REGISTER, &big));
+	ASSERT_EQ(0, do_unregister(self));
+}
+
+TEST_F(reg, unknown_flags)
+{
+	self->args.flags = 1;
+	ASSERT_EQ(-EINVAL, do_register(self));
+	self->args.flags = 0x80000000u;
+	ASSERT_EQ(-EINVAL, do_register(self));
+}
+
+TEST_F(reg, nonzero_padding)
+{
+	self->args.__pad = 1;
+	ASSERT_EQ(-EINVAL, do_register(self));
+}
+
+TEST_F(reg, ctl_unaligned)
+{
+	self->args.ctl += 8;
+	ASSERT_EQ(-EINVAL, do_register(self));
+	self->args.ctl = 0;
+	ASSERT_EQ(-EINVAL, do_register(self));
+}
+
+TEST_F(reg, ctl_unmapped)
+{
+	void *p = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	ASSERT_NE(MAP_FAILED, p);
+	self->args.ctl = (uintptr_t)p;
+	ASSERT_EQ(-EFAULT, do_register(self));
+	ASSERT_EQ(0, munmap(p, 4096));
+	ASSERT_EQ(-EFAULT, do_register(self));
+}
+
+TEST_F(reg, ctl_read_only)
+{
+	struct fiber_preempt_ctl *ctl = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+					     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	ASSERT_NE(MAP_FAILED, ctl);
+	ctl->size = sizeof(*ctl);
+	ASSERT_EQ(0, mprotect(ctl, 4096, PROT_READ));
+	self->args.ctl = (uintptr_t)ctl;
+	ASSERT_EQ(-EFAULT, do_register(self));
+	munmap(ctl, 4096);
+}
+
+TEST_F(reg, ctl_kernel_address)
+{
+	self->args.ctl = 0xffff888000000000ull;
+	ASSERT_EQ(-EFAULT, do_register(self));
+}
+
+TEST_F(reg, ctl_size_too_small)
+{
+	self->tctl.ctl.size = sizeof(self->tctl.ctl) - 8;
+	ASSERT_EQ(-EINVAL, do_register(self));
+}
+
+TEST_F(reg, bad_upcall)
+{
+	self->args.upcall = 0;
+	ASSERT_EQ(-EINVAL, do_register(self));
+	fp_fill_register(&self->args, &self->tctl);
+	self->args.upcall_end = self->args.upcall;
+	ASSERT_EQ(-EINVAL, do_register(self));
+	self->args.upcall = 0xffffffff81000000ull;
+	self->args.upcall_end = self->args.upcall + 16;
+	ASSERT_EQ(-EINVAL, do_register(self));
+}
+
+TEST_F(reg, slice_bounds)
+{
+	self->args.slice_ns = FIBER_PREEMPT_MIN_SLICE_NS - 1;
+	ASSERT_EQ(-ERANGE, do_register(self));
+	self->args.slice_ns = FIBER_PREEMPT_MAX_SLICE_NS + 1;
+	ASSERT_EQ(-ERANGE, do_register(self));
+	self->args.slice_ns = FIBER_PREEMPT_MIN_SLICE_NS;
+	ASSERT_EQ(0, do_register(self));
+	ASSERT_EQ(0, do_unregister(self));
+}
+
+TEST_F(reg, bad_ranges)
+{
+	self->args.nr_ranges = FIBER_PREEMPT_MAX_RANGES + 1;
+	ASSERT_EQ(-EINVAL, do_register(self));
+
+	self->args.nr_ranges = 1;
+	self->args.ranges[0].start = 0x2000;
+	self->args.ranges[0].end = 0x2000;
+	ASSERT_EQ(-EINVAL, do_register(self));
+
+	self->args.ranges[0].end = 0xffff800000000000ull;
+	ASSERT_EQ(-EINVAL, do_register(self));
+
+	/* An entry past nr_ranges must be zero. */
+	self->args.ranges[0].end = 0x3000;
+	self->args.ranges[1].start = 0x1000;
+	ASSERT_EQ(-EINVAL, do_register(self));
+
+	self->args.ranges[1].start = 0;
+	ASSERT_EQ(0, do_register(self));
+	ASSERT_EQ(0, do_unregister(self));
+}
+
+TEST_F(reg, registration_outlives_close)
+{
+	int fd2 = fp_open();
+
+	ASSERT_LE(0, fd2);
+	ASSERT_EQ(0, fp_ioctl(fd2, FIBER_PREEMPT_IOC_REGISTER, &self->args));
+	ASSERT_EQ(0, close(fd2));
+	/* The registration belongs to the thread, not to the file. */
+	ASSERT_EQ(-EBUSY, do_register(self));
+	ASSERT_EQ(0, do_unregister(self));
+}
+
+TEST_HARNESS_MAIN
