@@ -49,20 +49,69 @@ $(MODULE): Kbuild kmod/*.c kmod/Kbuild kmod/arch/*/*.h uapi/linux/*.h | $(KDIR)/
 	cp -r Kbuild kmod uapi $(O)/kbuild/
 	$(MAKE) -C $(KDIR) M=$(O)/kbuild modules
 
+# ---- libfiber ---------------------------------------------------------------
+
+LIB_ARCH   := $(shell uname -m)
+LIB_DIR    := libfiber
+LIB_SRCS   := $(LIB_DIR)/sched.c $(LIB_DIR)/preempt.c $(LIB_DIR)/arch/$(LIB_ARCH)/context.c \
+	      $(LIB_DIR)/arch/$(LIB_ARCH)/switch.S $(LIB_DIR)/arch/$(LIB_ARCH)/upcall.S
+LIB_OBJS   := $(patsubst $(LIB_DIR)/%,$(O)/libfiber/%.o,$(LIB_SRCS))
+LIB_HDRS   := $(wildcard $(LIB_DIR)/*.h $(LIB_DIR)/include/*.h $(LIB_DIR)/arch/*/*.h) uapi/linux/fiber_preempt.h
+LIB_CFLAGS := $(CPPFLAGS) -I$(LIB_DIR) -I$(LIB_DIR)/arch/$(LIB_ARCH) $(CFLAGS) $(WARN) \
+	      -fPIC -fno-reorder-blocks-and-partition
+LIBFIBER_A := $(O)/lib/libfiber.a
+LIBFIBER_SO := $(O)/lib/libfiber.so
+
+lib: $(LIBFIBER_A) $(LIBFIBER_SO)
+
+# All of libfiber's code goes to one section, libfiber_text, so that a
+# statically linked program can tell it from its own (__start_/__stop_).
+$(O)/libfiber/%.o: $(LIB_DIR)/% $(LIB_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LIB_CFLAGS) -c -o $@.tmp $<
+	objcopy --rename-section .text=libfiber_text $@.tmp $@
+	@rm -f $@.tmp
+
+$(LIBFIBER_A): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(LIBFIBER_SO): $(LIB_OBJS) $(LIB_DIR)/libfiber.map
+	@mkdir -p $(dir $@)
+	$(CC) -shared -o $@.1 -Wl,-soname,libfiber.so.1 \
+		-Wl,--version-script,$(LIB_DIR)/libfiber.map -Wl,-z,noexecstack \
+		$(LIB_OBJS) -pthread
+	ln -sf libfiber.so.1 $@
+
+# Programs link libfiber dynamically, as users' programs do.
+LINK_FIBER := -L$(O)/lib -lfiber -Wl,-rpath,'$$ORIGIN/../lib' -pthread
+
 # ---- selftests --------------------------------------------------------------
 
-SELFTESTS_VM := device register threads lifetime
+# Tests of the device alone, and of libfiber in every mode (these also run
+# natively, where the kmod variants skip).
+SELFTESTS_DEV := device register threads lifetime
+SELFTESTS_LIB := fibers fairness preempt_disable libc_safety regs
 SELFTESTS_AFTER := unloaded
+SELFTESTS_VM := $(SELFTESTS_DEV) $(SELFTESTS_LIB)
 SELFTEST_BINS := $(addprefix $(O)/selftests/,$(SELFTESTS_VM) $(SELFTESTS_AFTER))
+KSFT_CFLAGS = $(CPPFLAGS) -I$(KSFT_INC) $(CFLAGS) $(KSFT_WARN)
 
 $(KSFT_INC)/kselftest_harness.h:
 	scripts/kselftest-headers.sh $(KSFT_DIR)
 
 selftests: $(SELFTEST_BINS)
-$(O)/selftests/%: selftests/%.c selftests/*.h uapi/linux/*.h \
-		$(KSFT_INC)/kselftest_harness.h
+$(addprefix $(O)/selftests/,$(SELFTESTS_DEV) $(SELFTESTS_AFTER)): $(O)/selftests/%: \
+		selftests/%.c selftests/*.h uapi/linux/*.h $(KSFT_INC)/kselftest_harness.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -I$(KSFT_INC) $(CFLAGS) $(KSFT_WARN) -o $@ $< -pthread
+	$(CC) $(KSFT_CFLAGS) -o $@ $< -pthread
+
+$(O)/selftests/regs: selftests/regs_$(LIB_ARCH).S
+$(addprefix $(O)/selftests/,$(SELFTESTS_LIB)): $(O)/selftests/%: \
+		selftests/%.c selftests/*.h $(LIB_HDRS) $(KSFT_INC)/kselftest_harness.h $(LIBFIBER_SO)
+	@mkdir -p $(dir $@)
+	$(CC) $(KSFT_CFLAGS) -o $@ $< $(filter %.S,$^) $(LINK_FIBER)
 
 # ---- tests ------------------------------------------------------------------
 
@@ -80,12 +129,24 @@ check:
 	@$(MAKE) --no-print-directory -k host-check vm-check || true
 	@scripts/tap-summary.sh $(RESULTS)/*/*.out $(RESULTS)/*/*.tap
 
-host-check:
+# Each program's TAP goes to NAME.out and its exit status to NAME.rc.
+host-check: all
 	@mkdir -p $(RESULTS)/host
+	@for t in $(SELFTESTS_LIB); do \
+		echo "== host: $$t"; \
+		timeout -s KILL 600 $(O)/selftests/$$t > $(RESULTS)/host/$$t.out 2>&1; \
+		echo $$? > $(RESULTS)/host/$$t.rc; \
+		grep -E '^(not )?ok |SKIP' $(RESULTS)/host/$$t.out || true; \
+	done
+	@perl $(KSFT_DIR)/scripts/checkpatch.pl --no-tree --strict --quiet -f \
+		kmod/*.c kmod/arch/*/*.h > $(RESULTS)/host/checkpatch.log 2>&1; \
+	if [ $$? -eq 0 ]; then echo "ok 1 checkpatch kmod/"; else \
+		echo "not ok 1 checkpatch kmod/"; sed 's/^/# /' $(RESULTS)/host/checkpatch.log; \
+	fi > $(RESULTS)/host/checkpatch.tap
 
 vm-check: all
 	VM_OUT=$(RESULTS)/vm-x86_64 VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
-	VM_FILES="$(SELFTEST_BINS)" VM_RUN="$(SELFTESTS_VM)" \
+	VM_FILES="$(SELFTEST_BINS) $(LIBFIBER_SO).1" VM_RUN="$(SELFTESTS_VM)" \
 	VM_AFTER="$(SELFTESTS_AFTER)" scripts/vm-run.sh
 	@rm -rf $(RESULTS)/vm-x86_64/root $(RESULTS)/vm-x86_64/initramfs.gz
 

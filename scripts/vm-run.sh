@@ -49,6 +49,8 @@ done
 copy_libs() {
 	local f=$1 lib
 	for lib in $(ldd "$f" 2>/dev/null | grep -o '/[^ ]*' || true); do
+		# Libraries of the project itself are in VM_FILES, found through LD_LIBRARY_PATH.
+		[ -e "$root/fp/$(basename "$lib")" ] && continue
 		[ -e "$root$lib" ] && continue
 		mkdir -p "$root$(dirname "$lib")"
 		cp -L "$lib" "$root$lib"

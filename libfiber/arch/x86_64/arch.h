@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: MIT */
+/* x86_64 part of libfiber's internals: the upcall frame seen from C. */
+#ifndef LIBFIBER_ARCH_X86_64_ARCH_H
+#define LIBFIBER_ARCH_X86_64_ARCH_H
+
+#ifndef LIBFIBER_ARCH_H
+#error "include arch.h, not arch/x86_64/arch.h"
+#endif
+
+#include <stddef.h>
+#include <stdint.h>
+#include <ucontext.h>
+
+#include "frame.h"
+
+/* The GPR part of the upcall frame, as upcall.S pushes it. */
+struct fiber_upcall_frame {
+	uint64_t r15, r14, r13, r12, r11, r10, r9, r8;
+	uint64_t rbp, rdi, rsi, rdx, rcx, rbx, rax;
+	uint64_t rflags;
+	uint64_t pc;
+};
+
+_Static_assert(offsetof(struct fiber_upcall_frame, rflags) == UPCALL_FRAME_RFLAGS,
+	       "frame.h and struct fiber_upcall_frame disagree");
+_Static_assert(offsetof(struct fiber_upcall_frame, pc) == UPCALL_FRAME_RIP,
+	       "frame.h and struct fiber_upcall_frame disagree");
+_Static_assert(sizeof(struct fiber_upcall_frame) == UPCALL_FRAME_SIZE,
+	       "frame.h and struct fiber_upcall_frame disagree");
+
+static inline uint64_t fiber_arch_uc_pc(const ucontext_t *uc)
+{
+	return uc->uc_mcontext.gregs[REG_RIP];
+}
+
+static inline void fiber_arch_uc_set_pc(ucontext_t *uc, uint64_t pc)
+{
+	uc->uc_mcontext.gregs[REG_RIP] = pc;
+}
+
+#endif /* LIBFIBER_ARCH_X86_64_ARCH_H */

@@ -1,0 +1,149 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libfiber: preemptible user-space fibers (M:N green threads).
+ *
+ * A process runs one scheduler: N worker threads, each running fibers
+ * from a shared run queue. A fiber that keeps its worker for longer than
+ * a slice is preempted asynchronously, at any instruction of the
+ * program's own code, by one of three backends:
+ *
+ *  - FIBER_PREEMPT_KMOD: the fiber_preempt kernel module times each worker
+ *    on its CPU and redirects it into the library's upcall trampoline;
+ *  - FIBER_PREEMPT_SIGNAL: a per-worker CPU-time timer and a signal (SIGURG)
+ *    whose handler redirects to the same trampoline;
+ *  - FIBER_PREEMPT_OFF: cooperative only (fiber_yield(), blocking calls).
+ *
+ * Code in shared libraries (libc, ld.so) and in libfiber itself is never
+ * interrupted: a preemption that finds the fiber there is deferred until
+ * it is back in the program's code, so a fiber is never switched out
+ * holding a libc lock. The program must link libc dynamically.
+ *
+ * A fiber preempted at an arbitrary instruction resumes on the worker it
+ * was preempted on, since its code may hold the address of a thread-local
+ * variable in a register. A fiber that stops in a libfiber call (yield,
+ * sleep, join) may resume on another worker: do not keep addresses of
+ * thread-locals (errno's included) across those calls.
+ *
+ * Errors: every function that can fail returns a negative errno value
+ * (-EINVAL, -ENOMEM, ...) and 0 or a positive value on success; errno is
+ * not used.
+ */
+#ifndef LIBFIBER_FIBER_H
+#define LIBFIBER_FIBER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum fiber_preempt_mode {
+	FIBER_PREEMPT_AUTO = 0,	/* kmod if /dev/fiber_preempt is there, else signal */
+	FIBER_PREEMPT_KMOD,
+	FIBER_PREEMPT_SIGNAL,
+	FIBER_PREEMPT_OFF,
+};
+
+struct fiber_config {
+	unsigned int workers;		/* worker threads; 0 means 1 */
+	enum fiber_preempt_mode mode;
+	uint64_t slice_ns;		/* 0 means 1 ms; at least 10 us */
+	size_t stack_size;		/* per fiber; 0 means 256 KiB */
+};
+
+/* Statistics of one worker, since the scheduler started. */
+struct fiber_worker_stats {
+	uint64_t switches;		/* fibers run by this worker */
+	uint64_t preemptions;		/* fibers preempted by the timer */
+	uint64_t fired;			/* slices that ran out with no switch */
+	uint64_t deferred_off;		/* ... while preemption was disabled */
+	uint64_t deferred_pc;		/* ... while outside the program's code */
+	uint64_t deferred_other;	/* ... in the kernel or in an upcall */
+};
+
+typedef struct fiber fiber_t;
+
+/*
+ * Start the scheduler: cfg->workers threads, preempting in cfg->mode.
+ * cfg may be NULL for the defaults. Returns 0, -EALREADY if it is already
+ * running, -EINVAL for a bad configuration, -ENODEV when mode is KMOD and
+ * the module is not loaded, or the error a worker met while registering.
+ */
+int fiber_sched_start(const struct fiber_config *cfg);
+
+/*
+ * Wait until every fiber spawned so far has returned, then stop the
+ * workers. Must not be called from a fiber. Returns 0, -EINVAL if the
+ * scheduler is not running, or -EDEADLK when called from a fiber.
+ */
+int fiber_sched_stop(void);
+
+/* The preemption mode in effect (never FIBER_PREEMPT_AUTO once started). */
+enum fiber_preempt_mode fiber_sched_mode(void);
+
+/* "auto", "kmod", "signal" or "off"; NULL for an unknown value. */
+const char *fiber_preempt_mode_name(enum fiber_preempt_mode mode);
+
+/*
+ * Parse a mode name as fiber_preempt_mode_name() prints it. Returns the
+ * mode, or -EINVAL.
+ */
+int fiber_preempt_mode_parse(const char *name);
+
+/*
+ * Create a fiber running fn(arg) and make it runnable. On success stores
+ * the fiber in *fiber (which must be passed to fiber_join() exactly once)
+ * and returns 0; returns -EINVAL if the scheduler is not running, -ENOMEM
+ * or -EAGAIN if no stack could be mapped.
+ */
+int fiber_spawn(fiber_t **fiber, void *(*fn)(void *), void *arg);
+
+/*
+ * Wait for fiber to return and release it; its return value goes to *ret
+ * unless ret is NULL. Callable from a fiber (which then blocks without
+ * holding its worker) or from any other thread. Returns 0, or -EDEADLK
+ * when a fiber joins itself.
+ */
+int fiber_join(fiber_t *fiber, void **ret);
+
+/* Let other runnable fibers run; returns at once when called outside a fiber. */
+void fiber_yield(void);
+
+/*
+ * Block the calling fiber for at least ns nanoseconds without holding its
+ * worker. Outside a fiber it sleeps the thread. Returns 0.
+ */
+int fiber_sleep(uint64_t ns);
+
+/* The calling fiber, or NULL outside a fiber. */
+fiber_t *fiber_self(void);
+
+/*
+ * Keep the calling fiber from being preempted until the matching
+ * fiber_preempt_enable(). Calls nest. A preemption that came due in
+ * between is taken (as a yield) when the outermost section ends. Cheap:
+ * a counter in the worker's control block, no system call.
+ */
+void fiber_preempt_disable(void);
+
+/* End a section started by fiber_preempt_disable(). */
+void fiber_preempt_enable(void);
+
+/* Worker threads of the running scheduler (0 if it is not running). */
+unsigned int fiber_worker_count(void);
+
+/* Index of the calling worker thread, or -1 outside one. */
+int fiber_worker_index(void);
+
+/*
+ * Copy the statistics of worker `worker` into *st. Returns 0, or -EINVAL
+ * for a worker that does not exist.
+ */
+int fiber_worker_stats(unsigned int worker, struct fiber_worker_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LIBFIBER_FIBER_H */

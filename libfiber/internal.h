@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: MIT */
+/* libfiber internals shared by the scheduler and the preemption backends. */
+#ifndef LIBFIBER_INTERNAL_H
+#define LIBFIBER_INTERNAL_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+#include <linux/fiber_preempt.h>
+
+#include "fiber.h"
+#include "arch.h"
+
+#define FIBER_HIDDEN __attribute__((visibility("hidden")))
+#define FIBER_TLS __thread __attribute__((tls_model("initial-exec")))
+
+enum fiber_state {
+	FIBER_RUNNABLE,
+	FIBER_RUNNING,
+	FIBER_BLOCKED,
+	FIBER_DONE,
+};
+
+/* What the scheduler does with the fiber that just switched to it. */
+enum fiber_action {
+	FIBER_ACT_YIELD,	/* runnable again, may migrate */
+	FIBER_ACT_PREEMPTED,	/* runnable again, on this worker only */
+	FIBER_ACT_BLOCK,	/* parked; sched.lock is held, release it */
+	FIBER_ACT_EXIT,		/* returned; sched.lock is held */
+};
+
+struct fiber {
+	void *sp;			/* saved stack pointer while switched out */
+	void *map;			/* stack mapping, guard page first */
+	size_t map_size;
+	void *(*fn)(void *);
+	void *arg;
+	void *ret;
+	enum fiber_state state;
+	int pinned;			/* worker index, or -1 when it may migrate */
+	uint32_t preempt_off;		/* ctl->preempt_off while switched out */
+	struct fiber *next;		/* run queue or sleep list link */
+	uint64_t ticket;		/* when it became runnable: FIFO across queues */
+	struct fiber *joiner;		/* fiber blocked in fiber_join() on this one */
+	uint64_t wake_ns;		/* fiber_sleep() deadline, CLOCK_MONOTONIC */
+};
+
+struct fiber_queue {
+	struct fiber *head;
+	struct fiber *tail;
+};
+
+struct fiber_worker {
+	/* Written by the kernel from this worker's timer interrupt. */
+	struct fiber_preempt_ctl ctl;
+	unsigned int index;
+	pthread_t thread;
+	void *sched_sp;			/* the worker's own stack while a fiber runs */
+	struct fiber *current;
+	enum fiber_action action;
+	struct fiber_queue pinned;	/* preempted fibers, this worker only */
+	uint64_t switches;
+	int init_error;			/* set once the worker has started */
+	bool started;
+	/* signal backend */
+	timer_t timer;
+	bool timer_armed;
+	uint64_t sig_seen_switch;
+} __attribute__((aligned(FIBER_PREEMPT_CTL_ALIGN)));
+
+struct fiber_sched {
+	pthread_mutex_t lock;		/* everything below */
+	pthread_cond_t idle;		/* workers with nothing to run */
+	pthread_cond_t done;		/* a fiber returned; stop may proceed */
+	struct fiber_queue runq;	/* runnable fibers that may migrate */
+	struct fiber *sleepers;		/* sorted by wake_ns */
+	unsigned int live;		/* fibers spawned and not yet returned */
+	uint64_t tickets;		/* source of fiber.ticket */
+	unsigned int idle_workers;
+	bool running;
+	bool stopping;
+	unsigned int started_workers;
+
+	/* Fixed once started. */
+	enum fiber_preempt_mode mode;
+	uint64_t slice_ns;
+	size_t stack_size;
+	unsigned int nr_workers;
+	struct fiber_worker *workers;
+	int dev_fd;
+	unsigned int nr_ranges;
+	struct fiber_preempt_range ranges[FIBER_PREEMPT_MAX_RANGES];
+};
+
+extern struct fiber_sched fiber_sched FIBER_HIDDEN;
+extern FIBER_TLS struct fiber_worker *fiber_tls_worker FIBER_HIDDEN;
+extern FIBER_TLS struct fiber_preempt_ctl *fiber_tls_ctl FIBER_HIDDEN;
+
+/* arch/<arch>/switch.S */
+void fiber_switch(void **save_sp, void *load_sp) FIBER_HIDDEN;
+void fiber_entry(void) FIBER_HIDDEN;
+/* arch/<arch>/upcall.S: [entry, end) is the trampoline */
+void fiber_upcall_entry(void) FIBER_HIDDEN;
+extern const char fiber_upcall_end[] FIBER_HIDDEN;
+
+/* sched.c */
+void fiber_main(struct fiber *f) FIBER_HIDDEN __attribute__((noreturn));
+void fiber_preempted(struct fiber_worker *w) FIBER_HIDDEN;
+
+/* preempt.c */
+int fiber_preempt_setup(enum fiber_preempt_mode *mode) FIBER_HIDDEN;
+void fiber_preempt_teardown(void) FIBER_HIDDEN;
+int fiber_preempt_worker_start(struct fiber_worker *w) FIBER_HIDDEN;
+void fiber_preempt_worker_stop(struct fiber_worker *w) FIBER_HIDDEN;
+bool fiber_pc_preemptible(uint64_t pc) FIBER_HIDDEN;
+
+/* arch/<arch>/context.c */
+void *fiber_arch_init_stack(void *top, struct fiber *f) FIBER_HIDDEN;
+void fiber_arch_init(void) FIBER_HIDDEN;
+
+#endif /* LIBFIBER_INTERNAL_H */

@@ -1,0 +1,286 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Preemption backends and the policy they share.
+ *
+ * Both backends end the same way: the worker, interrupted at PC, resumes
+ * in fiber_upcall_entry with PC in ctl->upcall_pc, and the trampoline
+ * saves everything and calls fiber_upcall_handler(). They differ in who
+ * decides:
+ *  - kmod: the fiber_preempt module's per-thread hrtimer, on CPU time;
+ *  - signal: a per-worker CLOCK_THREAD_CPUTIME_ID timer sends SIGURG to
+ *    the worker, and the handler below applies the module's rules to the
+ *    ucontext and rewrites its PC, as Go's asynchronous preemption does.
+ *
+ * The rules: one fiber held the worker for a slice (ctl->switch_count did
+ * not move), no upcall is under way, preemption is not disabled, and the
+ * PC is in the program's own code: the executable's text, minus libfiber
+ * when it is linked in statically (its code lives in the libfiber_text
+ * section for that reason). Shared libraries are never interrupted, so a
+ * fiber is never switched out holding a libc lock.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <link.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/rseq.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define PREEMPT_SIGNAL	SIGURG
+#define RETRY_NS	20000ULL
+
+extern const char __start_libfiber_text[] __attribute__((weak)) FIBER_HIDDEN;
+extern const char __stop_libfiber_text[] __attribute__((weak)) FIBER_HIDDEN;
+
+void fiber_upcall_handler(struct fiber_upcall_frame *frame) FIBER_HIDDEN;
+
+static void add_range(uint64_t start, uint64_t end)
+{
+	unsigned int n = fiber_sched.nr_ranges;
+
+	if (start >= end || n == FIBER_PREEMPT_MAX_RANGES)
+		return;
+	fiber_sched.ranges[n].start = start;
+	fiber_sched.ranges[n].end = end;
+	fiber_sched.nr_ranges = n + 1;
+}
+
+/* Adds [start, end) minus libfiber's own code. */
+static void add_program_range(uint64_t start, uint64_t end)
+{
+	uint64_t lib_start = (uintptr_t)__start_libfiber_text;
+	uint64_t lib_end = (uintptr_t)__stop_libfiber_text;
+
+	if (!lib_start || lib_end <= start || lib_start >= end) {
+		add_range(start, end);
+		return;
+	}
+	add_range(start, lib_start);
+	add_range(lib_end, end);
+}
+
+/* The first object dl_iterate_phdr() reports is the executable. */
+static int find_program_text(struct dl_phdr_info *info, size_t size, void *data)
+{
+	int i;
+
+	for (i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+
+		if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X))
+			add_program_range(info->dlpi_addr + ph->p_vaddr,
+					  info->dlpi_addr + ph->p_vaddr + ph->p_memsz);
+	}
+	return 1;
+}
+
+bool fiber_pc_preemptible(uint64_t pc)
+{
+	unsigned int i;
+
+	if (pc >= (uintptr_t)fiber_upcall_entry && pc < (uintptr_t)fiber_upcall_end)
+		return false;
+	for (i = 0; i < fiber_sched.nr_ranges; i++)
+		if (pc >= fiber_sched.ranges[i].start && pc < fiber_sched.ranges[i].end)
+			return true;
+	return false;
+}
+
+/*
+ * An interrupted rseq critical section must restart at its abort handler,
+ * as the kernel would make it on preemption: resuming it after other
+ * fibers ran on this thread would break its atomicity.
+ */
+static void rseq_fixup(uint64_t *pc)
+{
+	struct rseq *rs;
+	const struct rseq_cs *cs;
+
+	if (!__rseq_size)
+		return;
+	rs = (struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
+	cs = (const struct rseq_cs *)(uintptr_t)rs->rseq_cs;
+	if (!cs)
+		return;
+	if (*pc - cs->start_ip < cs->post_commit_offset)
+		*pc = cs->abort_ip;
+	rs->rseq_cs = 0;
+}
+
+/* Called by upcall.S on the preempted fiber's stack, its state saved. */
+void fiber_upcall_handler(struct fiber_upcall_frame *frame)
+{
+	struct fiber_worker *w = fiber_tls_worker;
+
+	rseq_fixup(&frame->pc);
+	w->ctl.in_upcall = 0;
+	if (w->current)
+		fiber_preempted(w);
+}
+
+static void arm_signal_timer(struct fiber_worker *w, uint64_t first_ns)
+{
+	struct itimerspec its = {
+		.it_interval = { fiber_sched.slice_ns / 1000000000ULL,
+				 fiber_sched.slice_ns % 1000000000ULL },
+		.it_value = { first_ns / 1000000000ULL, first_ns % 1000000000ULL },
+	};
+
+	timer_settime(w->timer, 0, &its, NULL);
+}
+
+/* The module's delivery rules (kmod/fiber_preempt.c), on a ucontext. */
+static void preempt_signal_handler(int sig, siginfo_t *si, void *ucv)
+{
+	struct fiber_worker *w = fiber_tls_worker;
+	struct fiber_preempt_ctl *ctl;
+	ucontext_t *uc = ucv;
+	__u64 *counter;
+	uint64_t pc;
+	int saved_errno;
+
+	if (!w || si->si_code != SI_TIMER || !w->timer_armed)
+		return;
+	ctl = &w->ctl;
+	if (ctl->switch_count != w->sig_seen_switch) {
+		w->sig_seen_switch = ctl->switch_count;
+		return;
+	}
+	ctl->fired++;
+	pc = fiber_arch_uc_pc(uc);
+	if (ctl->in_upcall)
+		counter = &ctl->deferred_upcall;
+	else if (ctl->preempt_off)
+		counter = &ctl->deferred_off;
+	else if (!fiber_pc_preemptible(pc))
+		counter = &ctl->deferred_pc;
+	else
+		counter = &ctl->delivered;
+	(*counter)++;
+	if (counter == &ctl->delivered) {
+		ctl->upcall_pc = pc;
+		ctl->in_upcall = 1;
+		fiber_arch_uc_set_pc(uc, (uintptr_t)fiber_upcall_entry);
+		return;
+	}
+	ctl->pending = 1;
+	saved_errno = errno;
+	arm_signal_timer(w, RETRY_NS);
+	errno = saved_errno;
+}
+
+static int open_device(void)
+{
+	struct fiber_preempt_version v;
+	int fd = open(FIBER_PREEMPT_DEVICE, O_RDWR | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	if (ioctl(fd, FIBER_PREEMPT_IOC_VERSION, &v) ||
+	    v.api_version != FIBER_PREEMPT_API_VERSION ||
+	    v.ctl_size < sizeof(struct fiber_preempt_ctl)) {
+		close(fd);
+		return -EPROTO;
+	}
+	return fd;
+}
+
+int fiber_preempt_setup(enum fiber_preempt_mode *mode)
+{
+	struct sigaction sa;
+	int fd;
+
+	fiber_sched.nr_ranges = 0;
+	dl_iterate_phdr(find_program_text, NULL);
+
+	if (*mode == FIBER_PREEMPT_AUTO || *mode == FIBER_PREEMPT_KMOD) {
+		fd = open_device();
+		if (fd >= 0) {
+			fiber_sched.dev_fd = fd;
+			*mode = FIBER_PREEMPT_KMOD;
+			return 0;
+		}
+		if (*mode == FIBER_PREEMPT_KMOD)
+			return fd == -ENOENT ? -ENODEV : fd;
+		*mode = FIBER_PREEMPT_SIGNAL;
+	}
+	if (*mode == FIBER_PREEMPT_SIGNAL) {
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_sigaction = preempt_signal_handler;
+		sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
+		sigfillset(&sa.sa_mask);
+		if (sigaction(PREEMPT_SIGNAL, &sa, NULL))
+			return -errno;
+	}
+	return 0;
+}
+
+void fiber_preempt_teardown(void)
+{
+	if (fiber_sched.dev_fd >= 0) {
+		close(fiber_sched.dev_fd);
+		fiber_sched.dev_fd = -1;
+	}
+}
+
+static int register_worker(struct fiber_worker *w)
+{
+	struct fiber_preempt_register args = {
+		.size = sizeof(args),
+		.ctl = (uintptr_t)&w->ctl,
+		.upcall = (uintptr_t)fiber_upcall_entry,
+		.upcall_end = (uintptr_t)fiber_upcall_end,
+		.slice_ns = fiber_sched.slice_ns,
+		.nr_ranges = fiber_sched.nr_ranges,
+	};
+
+	memcpy(args.ranges, fiber_sched.ranges, sizeof(args.ranges));
+	if (ioctl(fiber_sched.dev_fd, FIBER_PREEMPT_IOC_REGISTER, &args))
+		return -errno;
+	return 0;
+}
+
+static int start_signal_timer(struct fiber_worker *w)
+{
+	struct sigevent sev = {
+		.sigev_notify = SIGEV_THREAD_ID,
+		.sigev_signo = PREEMPT_SIGNAL,
+	};
+
+	sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+	if (timer_create(CLOCK_THREAD_CPUTIME_ID, &sev, &w->timer))
+		return -errno;
+	w->timer_armed = true;
+	arm_signal_timer(w, fiber_sched.slice_ns);
+	return 0;
+}
+
+int fiber_preempt_worker_start(struct fiber_worker *w)
+{
+	switch (fiber_sched.mode) {
+	case FIBER_PREEMPT_KMOD:
+		return register_worker(w);
+	case FIBER_PREEMPT_SIGNAL:
+		return start_signal_timer(w);
+	default:
+		return 0;
+	}
+}
+
+void fiber_preempt_worker_stop(struct fiber_worker *w)
+{
+	switch (fiber_sched.mode) {
+	case FIBER_PREEMPT_KMOD:
+		ioctl(fiber_sched.dev_fd, FIBER_PREEMPT_IOC_UNREGISTER, NULL);
+		break;
+	case FIBER_PREEMPT_SIGNAL:
+		w->timer_armed = false;
+		timer_delete(w->timer);
+		break;
+	default:
+		break;
+	}
+}

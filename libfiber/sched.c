@@ -1,0 +1,542 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The scheduler: worker threads, fibers, run queues, join and sleep.
+ *
+ * Each worker runs a loop on its own thread stack and switches to one
+ * fiber at a time; a fiber switches back to that loop to yield, block,
+ * exit or be preempted, having set w->action to say which. The loop acts
+ * on it only once the fiber's stack is saved, so a fiber is never made
+ * runnable elsewhere while its worker is still running on its stack.
+ *
+ * One mutex guards the queues. Fibers that stopped in a libfiber call go
+ * to the shared run queue and may migrate; fibers preempted at an
+ * arbitrary instruction go to their worker's own queue.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define DEFAULT_STACK_SIZE	(256 * 1024)
+#define DEFAULT_SLICE_NS	1000000ULL
+
+struct fiber_sched fiber_sched = {
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.idle = PTHREAD_COND_INITIALIZER,
+	.done = PTHREAD_COND_INITIALIZER,
+	.dev_fd = -1,
+};
+
+FIBER_TLS struct fiber_worker *fiber_tls_worker;
+FIBER_TLS struct fiber_preempt_ctl *fiber_tls_ctl;
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+static void queue_push(struct fiber_queue *q, struct fiber *f)
+{
+	f->next = NULL;
+	if (q->tail)
+		q->tail->next = f;
+	else
+		q->head = f;
+	q->tail = f;
+}
+
+static struct fiber *queue_pop(struct fiber_queue *q)
+{
+	struct fiber *f = q->head;
+
+	if (f) {
+		q->head = f->next;
+		if (!q->head)
+			q->tail = NULL;
+	}
+	return f;
+}
+
+/* Lock held. Makes f runnable where it may run. */
+static void make_runnable(struct fiber *f)
+{
+	f->state = FIBER_RUNNABLE;
+	f->ticket = ++fiber_sched.tickets;
+	if (f->pinned >= 0) {
+		queue_push(&fiber_sched.workers[f->pinned].pinned, f);
+		return;
+	}
+	queue_push(&fiber_sched.runq, f);
+	if (fiber_sched.idle_workers)
+		pthread_cond_signal(&fiber_sched.idle);
+}
+
+/* Lock held. Wakes the sleepers whose time has come. */
+static void wake_sleepers(uint64_t now)
+{
+	while (fiber_sched.sleepers && fiber_sched.sleepers->wake_ns <= now) {
+		struct fiber *f = fiber_sched.sleepers;
+
+		fiber_sched.sleepers = f->next;
+		make_runnable(f);
+	}
+}
+
+/*
+ * Back to the worker's loop; returns when the fiber runs again. Only a
+ * fiber stopped here, in a libfiber call, may move to another worker.
+ */
+static void switch_to_worker(struct fiber_worker *w, enum fiber_action action)
+{
+	struct fiber *f = w->current;
+
+	w->action = action;
+	f->pinned = action == FIBER_ACT_PREEMPTED ? (int)w->index : -1;
+	f->preempt_off = w->ctl.preempt_off;
+	fiber_switch(&f->sp, w->sched_sp);
+}
+
+/* Called on the fiber's stack by the upcall handler. */
+void fiber_preempted(struct fiber_worker *w)
+{
+	switch_to_worker(w, FIBER_ACT_PREEMPTED);
+}
+
+static void free_fiber(struct fiber *f)
+{
+	munmap(f->map, f->map_size);
+	free(f);
+}
+
+/* Lock held. Acts on what the fiber that just stopped asked for. */
+static void after_switch(struct fiber_worker *w, struct fiber *f)
+{
+	switch (w->action) {
+	case FIBER_ACT_YIELD:
+	case FIBER_ACT_PREEMPTED:
+		make_runnable(f);
+		break;
+	case FIBER_ACT_BLOCK:
+		break;
+	case FIBER_ACT_EXIT:
+		f->state = FIBER_DONE;
+		if (f->joiner)
+			make_runnable(f->joiner);
+		fiber_sched.live--;
+		pthread_cond_broadcast(&fiber_sched.done);
+		break;
+	}
+}
+
+/*
+ * Lock held. The next fiber for w, or NULL: whichever of the worker's own
+ * queue and the shared one has waited longer, so a preempted fiber goes
+ * to the back of the line like any other.
+ */
+static struct fiber *pick_next(struct fiber_worker *w)
+{
+	struct fiber *mine = w->pinned.head, *shared = fiber_sched.runq.head;
+
+	if (fiber_sched.sleepers)
+		wake_sleepers(now_ns());
+	if (mine && (!shared || mine->ticket < shared->ticket))
+		return queue_pop(&w->pinned);
+	return queue_pop(&fiber_sched.runq);
+}
+
+/* Lock held. Waits for work; false when the scheduler is stopping. */
+static bool wait_for_work(struct fiber_worker *w)
+{
+	struct timespec ts;
+
+	if (fiber_sched.stopping && !fiber_sched.live)
+		return false;
+	fiber_sched.idle_workers++;
+	if (fiber_sched.sleepers) {
+		uint64_t wake = fiber_sched.sleepers->wake_ns;
+
+		ts.tv_sec = wake / 1000000000ULL;
+		ts.tv_nsec = wake % 1000000000ULL;
+		pthread_cond_clockwait(&fiber_sched.idle, &fiber_sched.lock,
+				       CLOCK_MONOTONIC, &ts);
+	} else {
+		pthread_cond_wait(&fiber_sched.idle, &fiber_sched.lock);
+	}
+	fiber_sched.idle_workers--;
+	return true;
+}
+
+static void worker_loop(struct fiber_worker *w)
+{
+	struct fiber *f;
+
+	pthread_mutex_lock(&fiber_sched.lock);
+	for (;;) {
+		f = pick_next(w);
+		if (!f) {
+			if (!wait_for_work(w))
+				break;
+			continue;
+		}
+		pthread_mutex_unlock(&fiber_sched.lock);
+
+		f->state = FIBER_RUNNING;
+		w->current = f;
+		w->switches++;
+		w->ctl.preempt_off = f->preempt_off;
+		w->ctl.pending = 0;
+		/* A plain store: only this thread and its own interrupts look. */
+		w->ctl.switch_count++;
+		fiber_switch(&w->sched_sp, f->sp);
+		w->current = NULL;
+
+		if (w->action != FIBER_ACT_BLOCK && w->action != FIBER_ACT_EXIT)
+			pthread_mutex_lock(&fiber_sched.lock);
+		after_switch(w, f);
+	}
+	pthread_mutex_unlock(&fiber_sched.lock);
+}
+
+static void *worker_main(void *arg)
+{
+	struct fiber_worker *w = arg;
+	int err;
+
+	fiber_tls_worker = w;
+	fiber_tls_ctl = &w->ctl;
+	err = fiber_preempt_worker_start(w);
+
+	pthread_mutex_lock(&fiber_sched.lock);
+	w->init_error = err;
+	w->started = true;
+	fiber_sched.started_workers++;
+	pthread_cond_broadcast(&fiber_sched.done);
+	pthread_mutex_unlock(&fiber_sched.lock);
+	if (err)
+		return NULL;
+
+	worker_loop(w);
+	fiber_preempt_worker_stop(w);
+	fiber_tls_worker = NULL;
+	fiber_tls_ctl = NULL;
+	return NULL;
+}
+
+void fiber_main(struct fiber *f)
+{
+	struct fiber_worker *w;
+
+	f->ret = f->fn(f->arg);
+	/* The fiber may have migrated: find its worker again. */
+	w = fiber_tls_worker;
+	pthread_mutex_lock(&fiber_sched.lock);
+	switch_to_worker(w, FIBER_ACT_EXIT);
+	__builtin_unreachable();
+}
+
+static void stop_workers(unsigned int n)
+{
+	unsigned int i;
+
+	pthread_mutex_lock(&fiber_sched.lock);
+	fiber_sched.stopping = true;
+	pthread_cond_broadcast(&fiber_sched.idle);
+	pthread_mutex_unlock(&fiber_sched.lock);
+	for (i = 0; i < n; i++)
+		pthread_join(fiber_sched.workers[i].thread, NULL);
+}
+
+static void reset_sched(void)
+{
+	free(fiber_sched.workers);
+	fiber_sched.workers = NULL;
+	fiber_sched.nr_workers = 0;
+	fiber_sched.started_workers = 0;
+	fiber_sched.stopping = false;
+	fiber_sched.running = false;
+	fiber_preempt_teardown();
+}
+
+static int start_workers(void)
+{
+	unsigned int i, n = fiber_sched.nr_workers;
+	int err = 0;
+
+	for (i = 0; i < n; i++) {
+		struct fiber_worker *w = &fiber_sched.workers[i];
+
+		w->index = i;
+		w->ctl.size = sizeof(w->ctl);
+		err = -pthread_create(&w->thread, NULL, worker_main, w);
+		if (err)
+			break;
+	}
+	n = i;
+	pthread_mutex_lock(&fiber_sched.lock);
+	while (fiber_sched.started_workers < n)
+		pthread_cond_wait(&fiber_sched.done, &fiber_sched.lock);
+	for (i = 0; i < n && !err; i++)
+		err = fiber_sched.workers[i].init_error;
+	pthread_mutex_unlock(&fiber_sched.lock);
+	if (err)
+		stop_workers(n);
+	return err;
+}
+
+int fiber_sched_start(const struct fiber_config *cfg)
+{
+	struct fiber_config c = { 0 };
+	long page = sysconf(_SC_PAGESIZE);
+	int err;
+
+	if (cfg)
+		c = *cfg;
+	if (c.mode > FIBER_PREEMPT_OFF)
+		return -EINVAL;
+	if (c.slice_ns && (c.slice_ns < FIBER_PREEMPT_MIN_SLICE_NS ||
+			   c.slice_ns > FIBER_PREEMPT_MAX_SLICE_NS))
+		return -EINVAL;
+	if (c.workers > 1024)
+		return -EINVAL;
+
+	pthread_mutex_lock(&fiber_sched.lock);
+	if (fiber_sched.running) {
+		pthread_mutex_unlock(&fiber_sched.lock);
+		return -EALREADY;
+	}
+	fiber_sched.running = true;
+	pthread_mutex_unlock(&fiber_sched.lock);
+
+	fiber_arch_init();
+	fiber_sched.nr_workers = c.workers ? c.workers : 1;
+	fiber_sched.slice_ns = c.slice_ns ? c.slice_ns : DEFAULT_SLICE_NS;
+	fiber_sched.stack_size = c.stack_size ? c.stack_size : DEFAULT_STACK_SIZE;
+	fiber_sched.stack_size = (fiber_sched.stack_size + page - 1) & ~(size_t)(page - 1);
+	fiber_sched.mode = c.mode;
+	fiber_sched.workers = aligned_alloc(_Alignof(struct fiber_worker),
+					    fiber_sched.nr_workers * sizeof(struct fiber_worker));
+	if (!fiber_sched.workers) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	memset(fiber_sched.workers, 0, fiber_sched.nr_workers * sizeof(struct fiber_worker));
+
+	err = fiber_preempt_setup(&fiber_sched.mode);
+	if (err)
+		goto fail;
+	err = start_workers();
+	if (err)
+		goto fail;
+	return 0;
+fail:
+	reset_sched();
+	return err;
+}
+
+int fiber_sched_stop(void)
+{
+	if (!fiber_sched.running)
+		return -EINVAL;
+	if (fiber_tls_worker)
+		return -EDEADLK;
+	pthread_mutex_lock(&fiber_sched.lock);
+	while (fiber_sched.live)
+		pthread_cond_wait(&fiber_sched.done, &fiber_sched.lock);
+	pthread_mutex_unlock(&fiber_sched.lock);
+	stop_workers(fiber_sched.nr_workers);
+	reset_sched();
+	return 0;
+}
+
+enum fiber_preempt_mode fiber_sched_mode(void)
+{
+	return fiber_sched.mode;
+}
+
+int fiber_spawn(fiber_t **fiber, void *(*fn)(void *), void *arg)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	struct fiber *f;
+	size_t size;
+
+	if (!fiber_sched.running || !fn || !fiber)
+		return -EINVAL;
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	size = fiber_sched.stack_size + page;
+	f->map = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
+	if (f->map == MAP_FAILED) {
+		free(f);
+		return -ENOMEM;
+	}
+	/* The guard page: an overflow faults instead of corrupting memory. */
+	if (mprotect(f->map, page, PROT_NONE)) {
+		int err = -errno;
+
+		munmap(f->map, size);
+		free(f);
+		return err;
+	}
+	f->map_size = size;
+	f->fn = fn;
+	f->arg = arg;
+	f->pinned = -1;
+	f->sp = fiber_arch_init_stack((char *)f->map + size, f);
+
+	pthread_mutex_lock(&fiber_sched.lock);
+	fiber_sched.live++;
+	make_runnable(f);
+	pthread_mutex_unlock(&fiber_sched.lock);
+	*fiber = f;
+	return 0;
+}
+
+int fiber_join(fiber_t *f, void **ret)
+{
+	struct fiber_worker *w = fiber_tls_worker;
+
+	if (!f)
+		return -EINVAL;
+	if (w && w->current == f)
+		return -EDEADLK;
+	pthread_mutex_lock(&fiber_sched.lock);
+	if (f->state != FIBER_DONE) {
+		if (w && w->current) {
+			f->joiner = w->current;
+			w->current->state = FIBER_BLOCKED;
+			switch_to_worker(w, FIBER_ACT_BLOCK);
+			pthread_mutex_lock(&fiber_sched.lock);
+		}
+		while (f->state != FIBER_DONE)
+			pthread_cond_wait(&fiber_sched.done, &fiber_sched.lock);
+	}
+	pthread_mutex_unlock(&fiber_sched.lock);
+	if (ret)
+		*ret = f->ret;
+	free_fiber(f);
+	return 0;
+}
+
+void fiber_yield(void)
+{
+	struct fiber_worker *w = fiber_tls_worker;
+
+	if (w && w->current)
+		switch_to_worker(w, FIBER_ACT_YIELD);
+}
+
+int fiber_sleep(uint64_t ns)
+{
+	struct fiber_worker *w = fiber_tls_worker;
+	struct fiber *f, **p;
+
+	if (!w || !w->current) {
+		struct timespec ts = { ns / 1000000000ULL, ns % 1000000000ULL };
+
+		while (nanosleep(&ts, &ts) && errno == EINTR)
+			;
+		return 0;
+	}
+	f = w->current;
+	f->wake_ns = now_ns() + ns;
+	pthread_mutex_lock(&fiber_sched.lock);
+	for (p = &fiber_sched.sleepers; *p && (*p)->wake_ns <= f->wake_ns; p = &(*p)->next)
+		;
+	f->next = *p;
+	*p = f;
+	f->state = FIBER_BLOCKED;
+	/* A worker waiting for the old earliest deadline must look again. */
+	if (fiber_sched.idle_workers)
+		pthread_cond_signal(&fiber_sched.idle);
+	switch_to_worker(w, FIBER_ACT_BLOCK);
+	return 0;
+}
+
+fiber_t *fiber_self(void)
+{
+	struct fiber_worker *w = fiber_tls_worker;
+
+	return w ? w->current : NULL;
+}
+
+void fiber_preempt_disable(void)
+{
+	struct fiber_preempt_ctl *ctl = fiber_tls_ctl;
+
+	if (!ctl)
+		return;
+	ctl->preempt_off++;
+	/* The count must be visible to our own interrupt before the section. */
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
+
+void fiber_preempt_enable(void)
+{
+	struct fiber_preempt_ctl *ctl = fiber_tls_ctl;
+
+	if (!ctl || !ctl->preempt_off)
+		return;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	if (--ctl->preempt_off == 0 && ctl->pending)
+		fiber_yield();
+}
+
+unsigned int fiber_worker_count(void)
+{
+	return fiber_sched.running ? fiber_sched.nr_workers : 0;
+}
+
+int fiber_worker_index(void)
+{
+	struct fiber_worker *w = fiber_tls_worker;
+
+	return w ? (int)w->index : -1;
+}
+
+int fiber_worker_stats(unsigned int worker, struct fiber_worker_stats *st)
+{
+	const struct fiber_preempt_ctl *ctl;
+
+	if (!fiber_sched.running || worker >= fiber_sched.nr_workers || !st)
+		return -EINVAL;
+	ctl = &fiber_sched.workers[worker].ctl;
+	st->switches = fiber_sched.workers[worker].switches;
+	st->preemptions = ctl->delivered;
+	st->fired = ctl->fired;
+	st->deferred_off = ctl->deferred_off;
+	st->deferred_pc = ctl->deferred_pc;
+	st->deferred_other = ctl->deferred_upcall + ctl->deferred_kernel;
+	return 0;
+}
+
+const char *fiber_preempt_mode_name(enum fiber_preempt_mode mode)
+{
+	static const char *const names[] = {
+		[FIBER_PREEMPT_AUTO] = "auto",
+		[FIBER_PREEMPT_KMOD] = "kmod",
+		[FIBER_PREEMPT_SIGNAL] = "signal",
+		[FIBER_PREEMPT_OFF] = "off",
+	};
+
+	if ((unsigned int)mode >= sizeof(names) / sizeof(names[0]))
+		return NULL;
+	return names[mode];
+}
+
+int fiber_preempt_mode_parse(const char *name)
+{
+	int mode;
+
+	for (mode = FIBER_PREEMPT_AUTO; mode <= FIBER_PREEMPT_OFF; mode++)
+		if (name && !strcmp(name, fiber_preempt_mode_name(mode)))
+			return mode;
+	return -EINVAL;
+}

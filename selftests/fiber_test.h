@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Helpers for the selftests that run libfiber in each preemption mode. */
+#ifndef _SELFTESTS_FIBER_TEST_H
+#define _SELFTESTS_FIBER_TEST_H
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#include "fiber.h"
+
+/* Every fixture with mode variants has this variant struct. */
+#define FIBER_MODE_VARIANT(fixture)					\
+	FIXTURE_VARIANT(fixture) { enum fiber_preempt_mode mode; };	\
+	FIXTURE_VARIANT_ADD(fixture, kmod) { .mode = FIBER_PREEMPT_KMOD }; \
+	FIXTURE_VARIANT_ADD(fixture, signal) { .mode = FIBER_PREEMPT_SIGNAL }
+
+/* Starts the scheduler, or skips the test when the mode cannot run here. */
+#define FIBER_START(cfg) do {						\
+	int __ret = fiber_sched_start(cfg);				\
+	if (__ret == -ENODEV)						\
+		SKIP(return, "kmod mode: /dev/fiber_preempt absent (module not loaded)"); \
+	ASSERT_EQ(0, __ret) TH_LOG("fiber_sched_start: %s", strerror(-__ret)); \
+	ASSERT_EQ((cfg)->mode, fiber_sched_mode());			\
+} while (0)
+
+static inline uint64_t test_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+/* Sums one statistic over all workers. */
+#define FIBER_STAT_SUM(field) ({					\
+	struct fiber_worker_stats __st;					\
+	uint64_t __sum = 0;						\
+	unsigned int __i;						\
+	for (__i = 0; __i < fiber_worker_count(); __i++)		\
+		if (!fiber_worker_stats(__i, &__st))			\
+			__sum += __st.field;				\
+	__sum;								\
+})
+
+/* A xorshift generator: fibers get distinct, reproducible values. */
+static inline uint64_t test_rand(uint64_t *state)
+{
+	uint64_t x = *state;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *state = x;
+}
+
+#endif /* _SELFTESTS_FIBER_TEST_H */

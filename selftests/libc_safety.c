@@ -1,0 +1,94 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Fibers that call malloc/free and stdio in loops on one worker, with the
+ * smallest slice, never deadlock: a fiber is never preempted inside libc
+ * holding an arena or FILE lock that the next fiber would wait on.
+ */
+#include "kselftest_harness.h"
+#include "fiber_test.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define NR_FIBERS	8
+#define TARGET		100		/* preemptions to see */
+#define TIME_LIMIT_NS	30000000000ULL
+
+static FILE *sink;
+static atomic_bool stop;
+
+static void *churn_main(void *arg)
+{
+	uintptr_t id = (uintptr_t)arg;
+	uint64_t seed = id + 1, sum = 0;
+	void *p[16] = { 0 };
+	char buf[64];
+	int i, j;
+
+	for (i = 0; !atomic_load_explicit(&stop, memory_order_relaxed); i++) {
+		for (j = 0; j < 16; j++) {
+			free(p[j]);
+			p[j] = malloc(16 + test_rand(&seed) % 4096);
+			if (!p[j])
+				return (void *)1;
+			memset(p[j], (int)id, 16);
+		}
+		fprintf(sink, "fiber %lu round %d\n", (unsigned long)id, i);
+		snprintf(buf, sizeof(buf), "%d %lu", i, (unsigned long)seed);
+		/* Some work in the program's own code, where preemption lands. */
+		for (j = 0; j < 2000; j++)
+			sum += (uint64_t)buf[j % 8] * j;
+	}
+	for (j = 0; j < 16; j++)
+		free(p[j]);
+	return (void *)(uintptr_t)(sum == 42);
+}
+
+FIXTURE(libc) {
+};
+
+FIXTURE_SETUP(libc)
+{
+}
+
+FIXTURE_TEARDOWN(libc)
+{
+}
+
+FIBER_MODE_VARIANT(libc);
+
+TEST_F_TIMEOUT(libc, malloc_and_stdio_never_deadlock, 300)
+{
+	struct fiber_config cfg = {
+		.workers = 1, .mode = variant->mode, .slice_ns = 10000,
+	};
+	fiber_t *f[NR_FIBERS];
+	uint64_t deadline;
+	void *ret;
+	uintptr_t i;
+
+	sink = fopen("/dev/null", "w");
+	ASSERT_NE(NULL, sink);
+	FIBER_START(&cfg);
+	for (i = 0; i < NR_FIBERS; i++)
+		ASSERT_EQ(0, fiber_spawn(&f[i], churn_main, (void *)i));
+	/* A deadlock keeps the count from growing; the harness times it out. */
+	deadline = test_now_ns() + TIME_LIMIT_NS;
+	while ((FIBER_STAT_SUM(preemptions) < TARGET || !FIBER_STAT_SUM(deferred_pc)) &&
+	       test_now_ns() < deadline)
+		fiber_sleep(10000000);
+	atomic_store(&stop, true);
+	for (i = 0; i < NR_FIBERS; i++) {
+		ASSERT_EQ(0, fiber_join(f[i], &ret));
+		ASSERT_EQ(NULL, ret);
+	}
+	TH_LOG("%lu preemptions, %lu deferred outside the program's code",
+	       FIBER_STAT_SUM(preemptions), FIBER_STAT_SUM(deferred_pc));
+	ASSERT_LE(TARGET, FIBER_STAT_SUM(preemptions));
+	ASSERT_LT(0, FIBER_STAT_SUM(deferred_pc));
+	ASSERT_EQ(0, fiber_sched_stop());
+	fclose(sink);
+}
+
+TEST_HARNESS_MAIN

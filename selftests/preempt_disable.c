@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * fiber_preempt_disable() keeps a spinning fiber on its worker, nesting
+ * included, and a preemption that came due meanwhile is taken at the end.
+ */
+#include "kselftest_harness.h"
+#include "fiber_test.h"
+
+#include <stdatomic.h>
+
+#define SECTION_NS	50000000ULL	/* 50 slices of 1 ms */
+
+struct shared {
+	atomic_int other_ran;		/* the other fiber ran during the section */
+	atomic_bool in_section;
+	atomic_bool stop;
+	int ran_in_section;
+	bool yielded_at_enable;
+};
+
+static uint64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+static void *holder_main(void *arg)
+{
+	struct shared *sh = arg;
+	uint64_t end, switches_before;
+	int worker = fiber_worker_index();
+	struct fiber_worker_stats st;
+
+	fiber_preempt_disable();
+	fiber_preempt_disable();
+	atomic_store(&sh->in_section, true);
+	end = thread_cpu_ns() + SECTION_NS;
+	while (thread_cpu_ns() < end)
+		;
+	fiber_preempt_enable();		/* still disabled: nested */
+	end = thread_cpu_ns() + SECTION_NS / 5;
+	while (thread_cpu_ns() < end)
+		;
+	atomic_store(&sh->in_section, false);
+	sh->ran_in_section = atomic_load(&sh->other_ran);
+	fiber_worker_stats(worker, &st);
+	switches_before = st.switches;
+	fiber_preempt_enable();		/* the pending preemption is taken here */
+	fiber_worker_stats(worker, &st);
+	sh->yielded_at_enable = st.switches > switches_before;
+	atomic_store(&sh->stop, true);
+	return NULL;
+}
+
+static void *other_main(void *arg)
+{
+	struct shared *sh = arg;
+
+	while (!atomic_load(&sh->stop)) {
+		if (atomic_load(&sh->in_section))
+			atomic_fetch_add(&sh->other_ran, 1);
+	}
+	return NULL;
+}
+
+FIXTURE(pd) {
+};
+
+FIXTURE_SETUP(pd)
+{
+}
+
+FIXTURE_TEARDOWN(pd)
+{
+}
+
+FIBER_MODE_VARIANT(pd);
+
+TEST_F_TIMEOUT(pd, section_is_honoured, 120)
+{
+	struct fiber_config cfg = { .workers = 1, .mode = variant->mode, .slice_ns = 1000000 };
+	struct shared sh = { 0 };
+	struct fiber_worker_stats st;
+	fiber_t *holder, *other;
+
+	FIBER_START(&cfg);
+	ASSERT_EQ(0, fiber_spawn(&holder, holder_main, &sh));
+	ASSERT_EQ(0, fiber_spawn(&other, other_main, &sh));
+	ASSERT_EQ(0, fiber_join(holder, NULL));
+	ASSERT_EQ(0, fiber_join(other, NULL));
+	ASSERT_EQ(0, fiber_worker_stats(0, &st));
+	ASSERT_EQ(0, fiber_sched_stop());
+
+	TH_LOG("deferred_off %lu, preemptions %lu", st.deferred_off, st.preemptions);
+	ASSERT_EQ(0, sh.ran_in_section);
+	ASSERT_LT(0, st.deferred_off);
+	ASSERT_TRUE(sh.yielded_at_enable);
+}
+
+TEST(disable_outside_fiber_is_harmless)
+{
+	fiber_preempt_disable();
+	fiber_preempt_enable();
+	fiber_preempt_enable();
+	ASSERT_EQ(NULL, fiber_self());
+}
+
+TEST_HARNESS_MAIN

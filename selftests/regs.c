@@ -1,0 +1,223 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Every register a fiber holds survives thousands of asynchronous preemptions bit for bit. */
+#include "kselftest_harness.h"
+#include "fiber_test.h"
+#include "regs_x86_64.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#define NR_FIBERS	3
+#define TARGET		2000		/* preemptions to see */
+#define TIME_LIMIT_NS	20000000000ULL
+#define SPIN		200000
+
+struct regs_check {
+	uint64_t gpr_in[RC_NR_GPRS];
+	uint64_t flags_in;
+	uint32_t mxcsr_in;
+	uint16_t fcw_in;
+	uint16_t pad0;
+	uint64_t redzone_in[16];
+	uint64_t gpr_out[RC_NR_GPRS];
+	uint64_t flags_out;
+	uint32_t mxcsr_out;
+	uint16_t fcw_out;
+	uint16_t pad1;
+	uint64_t redzone_out[16];
+	uint8_t vec_in[32 * 64];
+	uint64_t k_in[8];
+	uint8_t vec_out[32 * 64];
+	uint64_t k_out[8];
+} __attribute__((aligned(64)));
+
+_Static_assert(__builtin_offsetof(struct regs_check, flags_in) == RC_FLAGS_IN, "layout");
+_Static_assert(__builtin_offsetof(struct regs_check, redzone_in) == RC_REDZONE_IN, "layout");
+_Static_assert(__builtin_offsetof(struct regs_check, gpr_out) == RC_GPR_OUT, "layout");
+_Static_assert(__builtin_offsetof(struct regs_check, fcw_out) == RC_FCW_OUT, "layout");
+_Static_assert(__builtin_offsetof(struct regs_check, redzone_out) == RC_REDZONE_OUT, "layout");
+_Static_assert(__builtin_offsetof(struct regs_check, vec_in) == RC_VEC_IN, "layout");
+_Static_assert(__builtin_offsetof(struct regs_check, k_in) == RC_K_IN, "layout");
+_Static_assert(__builtin_offsetof(struct regs_check, vec_out) == RC_VEC_OUT, "layout");
+_Static_assert(__builtin_offsetof(struct regs_check, k_out) == RC_K_OUT, "layout");
+_Static_assert(sizeof(struct regs_check) == RC_SIZE, "layout");
+
+void regs_spin(struct regs_check *rc, uint64_t iterations, int level);
+
+/* CF PF AF ZF SF DF OF, and bit 1, which always reads as 1. */
+#define TEST_FLAGS	0xcd7UL
+#define FLAGS_MASK	0xcd7UL
+
+struct spinner {
+	uint64_t seed;
+	int level;
+	atomic_bool *stop;
+	uint64_t rounds;
+	char error[256];		/* first mismatch, empty if none */
+};
+
+static void fill(struct regs_check *rc, uint64_t *seed, int level)
+{
+	size_t vec_bytes = level == RC_AVX512 ? 32 * 64 : 16 * 64;
+	int i;
+
+	memset(rc, 0, sizeof(*rc));
+	for (i = 0; i < RC_NR_GPRS; i++)
+		rc->gpr_in[i] = test_rand(seed);
+	for (i = 0; i < 16; i++)
+		rc->redzone_in[i] = test_rand(seed);
+	for (i = 0; i < (int)(vec_bytes / 8); i++) {
+		uint64_t v = test_rand(seed);
+		int lane = (i * 8) % 64;
+
+		/* Only the lanes the level has: xmm 16 bytes, ymm 32, zmm 64. */
+		if ((level == RC_SSE && lane >= 16) || (level == RC_AVX && lane >= 32))
+			continue;
+		memcpy(&rc->vec_in[i * 8], &v, 8);
+	}
+	if (level == RC_AVX512)
+		for (i = 0; i < 8; i++)
+			rc->k_in[i] = test_rand(seed);
+	rc->flags_in = TEST_FLAGS;
+	/* All exceptions masked; the rounding mode varies per fiber. */
+	rc->mxcsr_in = 0x1f80 | (uint32_t)(test_rand(seed) & 3) << 13;
+	rc->fcw_in = 0x037f | (uint16_t)(test_rand(seed) & 3) << 10;
+}
+
+static const char *compare(const struct regs_check *rc, int level)
+{
+	static __thread char msg[160];
+	int i;
+
+	for (i = 0; i < RC_NR_GPRS; i++)
+		if (rc->gpr_in[i] != rc->gpr_out[i])
+			return snprintf(msg, sizeof(msg), "GPR #%d: %#lx became %#lx", i,
+					rc->gpr_in[i], rc->gpr_out[i]), msg;
+	if ((rc->flags_out & FLAGS_MASK) != rc->flags_in)
+		return snprintf(msg, sizeof(msg), "rflags %#lx became %#lx",
+				rc->flags_in, rc->flags_out & FLAGS_MASK), msg;
+	if (rc->mxcsr_in != rc->mxcsr_out)
+		return snprintf(msg, sizeof(msg), "mxcsr %#x became %#x",
+				rc->mxcsr_in, rc->mxcsr_out), msg;
+	if (rc->fcw_in != rc->fcw_out)
+		return snprintf(msg, sizeof(msg), "x87 cw %#x became %#x",
+				rc->fcw_in, rc->fcw_out), msg;
+	for (i = 0; i < 16; i++)
+		if (rc->redzone_in[i] != rc->redzone_out[i])
+			return snprintf(msg, sizeof(msg), "red zone word %d: %#lx became %#lx",
+					i, rc->redzone_in[i], rc->redzone_out[i]), msg;
+	for (i = 0; i < (level == RC_AVX512 ? 32 : 16); i++) {
+		size_t lanes = level == RC_SSE ? 16 : level == RC_AVX ? 32 : 64;
+
+		if (memcmp(&rc->vec_in[i * 64], &rc->vec_out[i * 64], lanes))
+			return snprintf(msg, sizeof(msg), "vector register %d differs", i), msg;
+	}
+	if (level == RC_AVX512)
+		for (i = 0; i < 8; i++)
+			if (rc->k_in[i] != rc->k_out[i])
+				return snprintf(msg, sizeof(msg), "k%d: %#lx became %#lx",
+						i, rc->k_in[i], rc->k_out[i]), msg;
+	return NULL;
+}
+
+static void *spinner_main(void *arg)
+{
+	struct spinner *s = arg;
+	struct regs_check *rc = aligned_alloc(64, sizeof(*rc));
+	const char *err;
+
+	if (!rc) {
+		snprintf(s->error, sizeof(s->error), "out of memory");
+		return NULL;
+	}
+	while (!atomic_load(s->stop)) {
+		fill(rc, &s->seed, s->level);
+		regs_spin(rc, SPIN, s->level);
+		s->rounds++;
+		err = compare(rc, s->level);
+		if (err) {
+			snprintf(s->error, sizeof(s->error), "round %lu: %s", s->rounds, err);
+			break;
+		}
+	}
+	free(rc);
+	return NULL;
+}
+
+static int best_level(void)
+{
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
+		return RC_AVX512;
+	if (__builtin_cpu_supports("avx"))
+		return RC_AVX;
+	return RC_SSE;
+}
+
+FIXTURE(regs) {
+};
+
+FIXTURE_SETUP(regs)
+{
+}
+
+FIXTURE_TEARDOWN(regs)
+{
+}
+
+FIBER_MODE_VARIANT(regs);
+
+static void run_spinners(struct __test_metadata *_metadata,
+			 const FIXTURE_VARIANT(regs) *variant, int level)
+{
+	struct fiber_config cfg = {
+		.workers = 1, .mode = variant->mode, .slice_ns = 50000,
+	};
+	struct spinner s[NR_FIBERS];
+	fiber_t *f[NR_FIBERS];
+	atomic_bool stop = false;
+	uint64_t deadline, preempted;
+	int i;
+
+	FIBER_START(&cfg);
+	for (i = 0; i < NR_FIBERS; i++) {
+		s[i] = (struct spinner){ .seed = 0x9e3779b97f4a7c15ULL * (i + 1),
+					 .level = level, .stop = &stop };
+		ASSERT_EQ(0, fiber_spawn(&f[i], spinner_main, &s[i]));
+	}
+	deadline = test_now_ns() + TIME_LIMIT_NS;
+	while (FIBER_STAT_SUM(preemptions) < TARGET && test_now_ns() < deadline)
+		fiber_sleep(10000000);
+	preempted = FIBER_STAT_SUM(preemptions);
+	atomic_store(&stop, true);
+	for (i = 0; i < NR_FIBERS; i++)
+		ASSERT_EQ(0, fiber_join(f[i], NULL));
+	ASSERT_EQ(0, fiber_sched_stop());
+
+	TH_LOG("level %d: %lu preemptions, rounds %lu/%lu/%lu", level, preempted,
+	       s[0].rounds, s[1].rounds, s[2].rounds);
+	for (i = 0; i < NR_FIBERS; i++)
+		EXPECT_STREQ("", s[i].error) TH_LOG("fiber %d", i);
+	ASSERT_LE(TARGET, preempted);
+}
+
+TEST_F_TIMEOUT(regs, gpr_flags_sse_redzone, 120)
+{
+	run_spinners(_metadata, variant, RC_SSE);
+}
+
+TEST_F_TIMEOUT(regs, avx, 120)
+{
+	if (best_level() < RC_AVX)
+		SKIP(return, "the CPU has no AVX");
+	run_spinners(_metadata, variant, RC_AVX);
+}
+
+TEST_F_TIMEOUT(regs, avx512, 120)
+{
+	if (best_level() < RC_AVX512)
+		SKIP(return, "the CPU has no AVX-512 (F and BW)");
+	run_spinners(_metadata, variant, RC_AVX512);
+}
+
+TEST_HARNESS_MAIN
