@@ -31,10 +31,10 @@ KSFT_INC   := $(KSFT_DIR)/tools/testing/selftests
 
 MODULE     := $(O)/kbuild/kmod/fiber_preempt.ko
 
-.PHONY: all module lib selftests check vm-check host-check demo bench deps \
+.PHONY: all module lib selftests examples check vm-check host-check demo bench deps \
 	checkpatch clean install
 
-all: module lib selftests
+all: module lib selftests examples
 
 $(KDIR)/Makefile:
 	@echo "error: no kernel headers at $(KDIR); run 'make deps' or set KDIR=" >&2
@@ -113,6 +113,16 @@ $(addprefix $(O)/selftests/,$(SELFTESTS_LIB)): $(O)/selftests/%: \
 	@mkdir -p $(dir $@)
 	$(CC) $(KSFT_CFLAGS) -o $@ $< $(filter %.S,$^) $(LINK_FIBER)
 
+# ---- examples ---------------------------------------------------------------
+
+EXAMPLES := fairness
+EXAMPLE_BINS := $(addprefix $(O)/examples/,$(EXAMPLES))
+
+examples: $(EXAMPLE_BINS)
+$(O)/examples/%: examples/%.c $(LIB_HDRS) $(LIBFIBER_SO)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< $(LINK_FIBER)
+
 # ---- tests ------------------------------------------------------------------
 
 # Every test program's TAP ends up in $(O)/results; the summary reads them all.
@@ -149,6 +159,17 @@ vm-check: all
 	VM_FILES="$(SELFTEST_BINS) $(LIBFIBER_SO).1" VM_RUN="$(SELFTESTS_VM)" \
 	VM_AFTER="$(SELFTESTS_AFTER)" scripts/vm-run.sh
 	@rm -rf $(RESULTS)/vm-x86_64/root $(RESULTS)/vm-x86_64/initramfs.gz
+
+# The seed example in the VM: preemption by the module, by a signal, then none.
+demo:
+	@scripts/deps.sh --if-missing
+	@$(MAKE) --no-print-directory all
+	@VM_OUT=$(O)/demo VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
+	VM_FILES="$(EXAMPLE_BINS) $(LIBFIBER_SO).1" \
+	VM_RUN="fairness,--mode,kmod fairness,--mode,signal fairness,--mode,off" scripts/vm-run.sh
+	@cat $(addprefix $(O)/demo/fairness_--mode_,kmod.out signal.out off.out) | grep -v '^@@FP'
+	@grep -h '^fairness:' $(O)/demo/fairness_*.out | grep -q 'mode=kmod' || \
+		{ echo "demo: the kmod run did not finish; see $(O)/demo/console.log" >&2; exit 1; }
 
 checkpatch: $(KSFT_INC)/kselftest_harness.h
 	perl $(KSFT_DIR)/scripts/checkpatch.pl --no-tree --strict -f kmod/*.c kmod/arch/*/*.h

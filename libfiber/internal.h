@@ -46,6 +46,7 @@ struct fiber {
 	uint64_t ticket;		/* when it became runnable: FIFO across queues */
 	struct fiber *joiner;		/* fiber blocked in fiber_join() on this one */
 	uint64_t wake_ns;		/* fiber_sleep() deadline, CLOCK_MONOTONIC */
+	struct fiber_stats stats;
 };
 
 struct fiber_queue {

@@ -105,6 +105,7 @@ static void switch_to_worker(struct fiber_worker *w, enum fiber_action action)
 /* Called on the fiber's stack by the upcall handler. */
 void fiber_preempted(struct fiber_worker *w)
 {
+	w->current->stats.preemptions++;
 	switch_to_worker(w, FIBER_ACT_PREEMPTED);
 }
 
@@ -189,6 +190,7 @@ static void worker_loop(struct fiber_worker *w)
 		f->state = FIBER_RUNNING;
 		w->current = f;
 		w->switches++;
+		f->stats.runs++;
 		w->ctl.preempt_off = f->preempt_off;
 		w->ctl.pending = 0;
 		/* A plain store: only this thread and its own interrupts look. */
@@ -422,6 +424,14 @@ int fiber_join(fiber_t *f, void **ret)
 	if (ret)
 		*ret = f->ret;
 	free_fiber(f);
+	return 0;
+}
+
+int fiber_stats(fiber_t *f, struct fiber_stats *st)
+{
+	if (!f || !st)
+		return -EINVAL;
+	*st = f->stats;
 	return 0;
 }
 

@@ -3,7 +3,7 @@
 #
 # Reads the TAP output of every test program (files given as arguments,
 # one per program; a program's exit status is on its last line as
-# "@@FP end NAME rc=N" or in a NAME.rc file beside it) and prints each
+# "@@FP end rc=N" or in a NAME.rc file beside it) and prints each
 # failure, then "N passed, M failed[, K skipped]". Exits non-zero on any
 # failure or when nothing ran. A program that crashed or stopped before
 # its plan was complete counts as one more failure.
@@ -18,7 +18,7 @@ for f in "$@"; do
 			if ($0 ~ /# *SKIP/) print "S " name ": " $0; else print "P " name ": " $0
 		}
 		/^not ok / { seen++; bad++; print "F " name ": " $0 }
-		/^@@FP end / { rc = $4; sub("rc=", "", rc) }
+		/^@@FP end / { rc = $3; sub("rc=", "", rc) }
 		END {
 			if (rc == "" && (getline line < rcfile) > 0) rc = line
 			if (rc != "" && rc != 0 && !bad)

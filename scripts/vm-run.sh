@@ -11,7 +11,8 @@
 #   VM_KERNEL    the kernel image to boot
 #   VM_MODULE    fiber_preempt.ko
 #   VM_FILES     files to copy to /fp in the guest (binaries, libraries)
-#   VM_RUN       programs (names under /fp, with arguments) run with the module loaded
+#   VM_RUN       programs run with the module loaded: names under /fp,
+#                arguments joined by commas (fairness,--mode,kmod)
 #   VM_AFTER     programs run after rmmod
 #   VM_OUT       output directory: console.log, <program>.out, vm.tap
 #   VM_TIMEOUT   seconds before the whole VM is killed (default 900)
@@ -19,7 +20,7 @@
 #   VM_ACCEL     tcg (default) or kvm
 #   VM_SMP, VM_MEM   guest CPUs (default 2) and memory (default 1024M)
 #
-# Output of program P goes to $VM_OUT/P.out; checks of the VM itself
+# Output of program P with arguments A B goes to $VM_OUT/P_A_B.out; checks of the VM itself
 # (boot, insmod, rmmod, kernel log, no hang) go to $VM_OUT/vm.tap as TAP.
 set -euo pipefail
 
@@ -76,10 +77,9 @@ echo "@@FP kernel \$(uname -r) \$(uname -m)"
 insmod /fp/$(basename "$VM_MODULE")
 echo "@@FP insmod rc=\$?"
 run() {
-	name=\$1
-	echo "@@FP begin \$name"
+	echo "@@FP begin \$*"
 	timeout -s KILL $test_timeout "\$@" 2>&1
-	echo "@@FP end \$name rc=\$?"
+	echo "@@FP end rc=\$?"
 }
 $(for p in ${VM_RUN:-}; do echo "run ./${p//,/ }"; done)
 rmmod fiber_preempt
@@ -87,7 +87,7 @@ echo "@@FP rmmod rc=\$?"
 $(for p in ${VM_AFTER:-}; do echo "run ./${p//,/ }"; done)
 echo "@@FP begin dmesg"
 dmesg
-echo "@@FP end dmesg rc=0"
+echo "@@FP end rc=0"
 echo "@@FP done"
 poweroff -f
 INIT
@@ -122,7 +122,10 @@ echo "vm-run.sh: VM ran $(( $(date +%s) - start )) s (qemu exit $rc); console: $
 
 # Split the console into one file per guest program.
 tr -d '\r' < "$out/console.log" | awk -v dir="$out" '
-	/^@@FP begin / { name = $3; sub(".*/", "", name); file = dir "/" name ".out"; printf "" > file; next }
+	/^@@FP begin / {
+		name = substr($0, 12); sub("^\\./", "", name); gsub("[ /]", "_", name)
+		file = dir "/" name ".out"; printf "" > file; next
+	}
 	/^@@FP end /   { if (file) { print $0 >> file; close(file) } file = ""; next }
 	file           { print >> file }
 '

@@ -62,6 +62,12 @@ struct fiber_worker_stats {
 	uint64_t deferred_other;	/* ... in the kernel or in an upcall */
 };
 
+/* Statistics of one fiber. */
+struct fiber_stats {
+	uint64_t runs;			/* times a worker switched to it */
+	uint64_t preemptions;		/* times the timer took it off its worker */
+};
+
 typedef struct fiber fiber_t;
 
 /*
@@ -106,6 +112,12 @@ int fiber_spawn(fiber_t **fiber, void *(*fn)(void *), void *arg);
  * when a fiber joins itself.
  */
 int fiber_join(fiber_t *fiber, void **ret);
+
+/*
+ * Copy the statistics of fiber into *st. Valid from fiber_spawn() until
+ * fiber_join() releases it. Returns 0, or -EINVAL for a NULL argument.
+ */
+int fiber_stats(fiber_t *fiber, struct fiber_stats *st);
 
 /* Let other runnable fibers run; returns at once when called outside a fiber. */
 void fiber_yield(void);
