@@ -92,7 +92,7 @@ LINK_FIBER := -L$(O)/lib -lfiber -Wl,-rpath,'$$ORIGIN/../lib' -pthread
 # Tests of the device alone, and of libfiber in every mode (these also run
 # natively, where the kmod variants skip).
 SELFTESTS_DEV := device register threads lifetime
-SELFTESTS_LIB := fibers fairness preempt_disable libc_safety regs
+SELFTESTS_LIB := fibers fairness preempt_disable libc_safety signal_handler rseq regs
 SELFTESTS_AFTER := unloaded
 SELFTESTS_VM := $(SELFTESTS_DEV) $(SELFTESTS_LIB)
 SELFTEST_BINS := $(addprefix $(O)/selftests/,$(SELFTESTS_VM) $(SELFTESTS_AFTER))
@@ -108,6 +108,7 @@ $(addprefix $(O)/selftests/,$(SELFTESTS_DEV) $(SELFTESTS_AFTER)): $(O)/selftests
 	$(CC) $(KSFT_CFLAGS) -o $@ $< -pthread
 
 $(O)/selftests/regs: selftests/regs_$(LIB_ARCH).S
+$(O)/selftests/rseq: selftests/rseq_$(LIB_ARCH).S
 $(addprefix $(O)/selftests/,$(SELFTESTS_LIB)): $(O)/selftests/%: \
 		selftests/%.c selftests/*.h $(LIB_HDRS) $(KSFT_INC)/kselftest_harness.h $(LIBFIBER_SO)
 	@mkdir -p $(dir $@)

@@ -14,12 +14,23 @@
  * expires and the count has not moved since the slice began, one fiber has
  * held the thread for a whole slice. If the thread was interrupted in user
  * mode at a PC the library declared preemptible, outside the trampoline,
- * with ctl->preempt_off and ctl->in_upcall clear, the callback saves the
+ * with ctl->preempt_off and ctl->in_upcall clear and the signal mask it
+ * registered with (a changed mask means a signal handler is running, and
+ * a handler must not be switched away from), the callback saves the
  * interrupted PC in ctl->upcall_pc and rewrites the saved user PC to the
  * trampoline. The thread leaves the interrupt already inside the
  * trampoline, which saves every register and switches fibers: no signal
  * frame, no sigreturn, no -EINTR in a syscall. Otherwise it sets
  * ctl->pending and retries after retry_us, as Go's sysmon retries.
+ *
+ * rseq: a thread interrupted inside an rseq critical section must resume
+ * at the section's abort handler, or the section would complete after
+ * other fibers ran on this thread. The library cannot do this itself: if
+ * the kernel handles rseq on this same return to user space (the thread
+ * was also preempted or migrated), it sees the trampoline's PC, outside
+ * the section, and clears rseq_cs before the trampoline could look.
+ * So the callback applies the abort here, as rseq_ip_fixup() would, and
+ * stores the abort handler as the PC to return to.
  *
  * Context and locking
  * -------------------
@@ -63,7 +74,9 @@
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/preempt.h>
+#include <linux/rseq.h>
 #include <linux/sched.h>
+#include <linux/signal.h>
 #include <linux/slab.h>
 #include <linux/tracepoint.h>
 #include <linux/uaccess.h>
@@ -94,6 +107,7 @@ struct fp_reg {
 	struct hrtimer timer;
 	struct mm_struct *mm;		/* compared only, never dereferenced */
 	struct page *page;		/* the pinned page holding ctl */
+	sigset_t blocked;		/* the thread's signal mask at registration */
 	struct fiber_preempt_ctl *ctl;	/* ctl through the linear mapping */
 	u64 upcall;
 	u64 upcall_end;
@@ -186,6 +200,39 @@ static bool fp_pc_preemptible(struct fp_reg *reg, u64 pc)
 }
 
 /*
+ * The PC the trampoline should return to: pc, or the abort handler of the
+ * rseq critical section pc is in. False when the thread's rseq state
+ * cannot be read without faulting, or the abort handler lacks the
+ * thread's signature (the kernel's own fixup will deal with that one).
+ */
+static bool fp_rseq_resume_pc(u64 *pc)
+{
+	struct rseq __user *rseq = current->rseq;
+	struct rseq_cs cs;
+	u64 cs_ptr;
+	u32 sig;
+
+	if (!rseq)
+		return true;
+	if (copy_from_user_nofault(&cs_ptr, &rseq->rseq_cs, sizeof(cs_ptr)))
+		return false;
+	if (!cs_ptr)
+		return true;
+	if (copy_from_user_nofault(&cs, (void __user *)(uintptr_t)cs_ptr, sizeof(cs)))
+		return false;
+	if (*pc - cs.start_ip < cs.post_commit_offset) {
+		void __user *sigp = (void __user *)(uintptr_t)(cs.abort_ip - sizeof(sig));
+
+		if (copy_from_user_nofault(&sig, sigp, sizeof(sig)) ||
+		    sig != current->rseq_sig)
+			return false;
+		*pc = cs.abort_ip;
+	}
+	cs_ptr = 0;
+	return !copy_to_user_nofault(&rseq->rseq_cs, &cs_ptr, sizeof(cs_ptr));
+}
+
+/*
  * Try to send the interrupted thread to the trampoline. Returns the
  * counter to bump: delivered, or the reason it was deferred.
  */
@@ -199,11 +246,15 @@ static u64 *fp_try_deliver(struct fp_reg *reg)
 		return &ctl->deferred_kernel;
 	if (READ_ONCE(ctl->in_upcall))
 		return &ctl->deferred_upcall;
+	if (!sigequalsets(&current->blocked, &reg->blocked))
+		return &ctl->deferred_signal;
 	if (READ_ONCE(ctl->preempt_off))
 		return &ctl->deferred_off;
 	pc = instruction_pointer(regs);
 	if (!fp_pc_preemptible(reg, pc))
 		return &ctl->deferred_pc;
+	if (!fp_rseq_resume_pc(&pc))
+		return &ctl->deferred_kernel;
 
 	WRITE_ONCE(ctl->upcall_pc, pc);
 	WRITE_ONCE(ctl->in_upcall, 1);
@@ -327,6 +378,7 @@ static long fp_ioctl_register(void __user *argp)
 	}
 
 	reg->mm = current->mm;
+	reg->blocked = current->blocked;
 	reg->upcall = args.upcall;
 	reg->upcall_end = args.upcall_end;
 	reg->slice_ns = args.slice_ns;

@@ -70,6 +70,7 @@ struct fiber_worker {
 	timer_t timer;
 	bool timer_armed;
 	uint64_t sig_seen_switch;
+	sigset_t sigmask;		/* the worker's mask outside signal handlers */
 } __attribute__((aligned(FIBER_PREEMPT_CTL_ALIGN)));
 
 struct fiber_sched {

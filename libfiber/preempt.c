@@ -12,18 +12,22 @@
  *    ucontext and rewrites its PC, as Go's asynchronous preemption does.
  *
  * The rules: one fiber held the worker for a slice (ctl->switch_count did
- * not move), no upcall is under way, preemption is not disabled, and the
+ * not move), no upcall is under way, no signal handler is running (the
+ * signal mask is the worker's usual one), preemption is not disabled, and the
  * PC is in the program's own code: the executable's text, minus libfiber
  * when it is linked in statically (its code lives in the libfiber_text
  * section for that reason). Shared libraries are never interrupted, so a
  * fiber is never switched out holding a libc lock.
+ *
+ * rseq critical sections need nothing here: the module resumes an
+ * interrupted one at its abort handler, and signal delivery makes the
+ * kernel do the same before the handler runs.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <link.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/rseq.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -89,33 +93,11 @@ bool fiber_pc_preemptible(uint64_t pc)
 	return false;
 }
 
-/*
- * An interrupted rseq critical section must restart at its abort handler,
- * as the kernel would make it on preemption: resuming it after other
- * fibers ran on this thread would break its atomicity.
- */
-static void rseq_fixup(uint64_t *pc)
-{
-	struct rseq *rs;
-	const struct rseq_cs *cs;
-
-	if (!__rseq_size)
-		return;
-	rs = (struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
-	cs = (const struct rseq_cs *)(uintptr_t)rs->rseq_cs;
-	if (!cs)
-		return;
-	if (*pc - cs->start_ip < cs->post_commit_offset)
-		*pc = cs->abort_ip;
-	rs->rseq_cs = 0;
-}
-
 /* Called by upcall.S on the preempted fiber's stack, its state saved. */
 void fiber_upcall_handler(struct fiber_upcall_frame *frame)
 {
 	struct fiber_worker *w = fiber_tls_worker;
 
-	rseq_fixup(&frame->pc);
 	w->ctl.in_upcall = 0;
 	if (w->current)
 		fiber_preempted(w);
@@ -130,6 +112,12 @@ static void arm_signal_timer(struct fiber_worker *w, uint64_t first_ns)
 	};
 
 	timer_settime(w->timer, 0, &its, NULL);
+}
+
+/* The kernel fills only its own sigset_t, the first 8 bytes, in a ucontext. */
+static bool same_kernel_sigset(const sigset_t *a, const sigset_t *b)
+{
+	return !memcmp(a, b, sizeof(uint64_t));
 }
 
 /* The module's delivery rules (kmod/fiber_preempt.c), on a ucontext. */
@@ -153,6 +141,8 @@ static void preempt_signal_handler(int sig, siginfo_t *si, void *ucv)
 	pc = fiber_arch_uc_pc(uc);
 	if (ctl->in_upcall)
 		counter = &ctl->deferred_upcall;
+	else if (!same_kernel_sigset(&uc->uc_sigmask, &w->sigmask))
+		counter = &ctl->deferred_signal;
 	else if (ctl->preempt_off)
 		counter = &ctl->deferred_off;
 	else if (!fiber_pc_preemptible(pc))
@@ -260,6 +250,7 @@ static int start_signal_timer(struct fiber_worker *w)
 
 int fiber_preempt_worker_start(struct fiber_worker *w)
 {
+	pthread_sigmask(SIG_SETMASK, NULL, &w->sigmask);
 	switch (fiber_sched.mode) {
 	case FIBER_PREEMPT_KMOD:
 		return register_worker(w);

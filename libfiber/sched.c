@@ -523,6 +523,7 @@ int fiber_worker_stats(unsigned int worker, struct fiber_worker_stats *st)
 	st->fired = ctl->fired;
 	st->deferred_off = ctl->deferred_off;
 	st->deferred_pc = ctl->deferred_pc;
+	st->deferred_signal = ctl->deferred_signal;
 	st->deferred_other = ctl->deferred_upcall + ctl->deferred_kernel;
 	return 0;
 }

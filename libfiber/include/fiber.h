@@ -18,6 +18,11 @@
  * it is back in the program's code, so a fiber is never switched out
  * holding a libc lock. The program must link libc dynamically.
  *
+ * A signal handler is never switched away from: while the worker's
+ * signal mask differs from its usual one (as it does inside a handler,
+ * unless the handler was installed with SA_NODEFER and an empty mask),
+ * preemption waits.
+ *
  * A fiber preempted at an arbitrary instruction resumes on the worker it
  * was preempted on, since its code may hold the address of a thread-local
  * variable in a register. A fiber that stops in a libfiber call (yield,
@@ -59,6 +64,7 @@ struct fiber_worker_stats {
 	uint64_t fired;			/* slices that ran out with no switch */
 	uint64_t deferred_off;		/* ... while preemption was disabled */
 	uint64_t deferred_pc;		/* ... while outside the program's code */
+	uint64_t deferred_signal;	/* ... while a signal handler ran */
 	uint64_t deferred_other;	/* ... in the kernel or in an upcall */
 };
 

@@ -53,8 +53,10 @@ struct fiber_preempt_ctl {
 	 */
 	__u64 switch_count;
 	/*
-	 * kernel, on delivery: the user PC the thread was interrupted at.
-	 * user: the trampoline returns there (or to an rseq abort handler).
+	 * kernel, on delivery: the user PC to resume at: where the thread was
+	 * interrupted, or the abort handler of the rseq critical section it
+	 * was interrupted in (the kernel has then cleared rseq_cs).
+	 * user: the trampoline returns there.
 	 */
 	__u64 upcall_pc;
 	/*
@@ -73,10 +75,17 @@ struct fiber_preempt_ctl {
 	__u64 deferred_off;	/* ... not sent: preempt_off was set */
 	__u64 deferred_pc;	/* ... not sent: PC not in a preemptible range */
 	__u64 deferred_upcall;	/* ... not sent: in_upcall was set */
-	__u64 deferred_kernel;	/* ... not sent: interrupted in kernel mode */
+	__u64 deferred_kernel;	/* ... not sent: in kernel mode, or rseq state unreadable */
+	/*
+	 * ... not sent: the thread's signal mask is not the one it had when
+	 * it registered, i.e. it is running a signal handler (or has
+	 * blocked signals itself). A handler must return before its fiber
+	 * may be switched out.
+	 */
+	__u64 deferred_signal;
 	/* Reserved for per-architecture delivery state; zero. */
 	__u64 arch[3];
-	__u64 __reserved[3];
+	__u64 __reserved[2];
 };
 
 /* A half-open range [start, end) of user code addresses. */
