@@ -31,10 +31,10 @@ KSFT_INC   := $(KSFT_DIR)/tools/testing/selftests
 
 MODULE     := $(O)/kbuild/kmod/fiber_preempt.ko
 
-.PHONY: all module lib selftests examples check vm-check host-check demo bench deps \
+.PHONY: all module lib selftests examples benches check vm-check host-check demo bench deps \
 	checkpatch clean install
 
-all: module lib selftests examples
+all: module lib selftests examples benches
 
 $(KDIR)/Makefile:
 	@echo "error: no kernel headers at $(KDIR); run 'make deps' or set KDIR=" >&2
@@ -123,6 +123,30 @@ examples: $(EXAMPLE_BINS)
 $(O)/examples/%: examples/%.c $(LIB_HDRS) $(LIBFIBER_SO)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< $(LINK_FIBER)
+
+# ---- benchmarks -------------------------------------------------------------
+
+BENCHES := switch preempt
+BENCH_BINS := $(addprefix $(O)/bench/,$(BENCHES))
+
+benches: $(BENCH_BINS)
+$(O)/bench/%: bench/%.c $(LIB_HDRS) $(LIBFIBER_SO)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< $(LINK_FIBER)
+
+# User-space costs natively; preemption costs in the VM, where the module
+# runs (under TCG the ratios mean something, the absolute times do not).
+bench:
+	@scripts/deps.sh --if-missing
+	@$(MAKE) --no-print-directory all
+	@echo "== native ($$(uname -m), $$(nproc) CPUs)"
+	@$(O)/bench/switch
+	@$(O)/bench/preempt cost
+	@echo "== VM (qemu-system-x86_64 -accel $(or $(VM_ACCEL),tcg), Debian $(KVER))"
+	@VM_OUT=$(O)/bench-vm VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
+	VM_FILES="$(BENCH_BINS) $(LIBFIBER_SO).1" \
+	VM_RUN="preempt,cost preempt,slices" scripts/vm-run.sh
+	@cat $(O)/bench-vm/preempt_cost.out $(O)/bench-vm/preempt_slices.out | grep -v '^@@FP'
 
 # ---- tests ------------------------------------------------------------------
 

@@ -99,8 +99,17 @@ void fiber_upcall_handler(struct fiber_upcall_frame *frame)
 	struct fiber_worker *w = fiber_tls_worker;
 
 	w->ctl.in_upcall = 0;
-	if (w->current)
-		fiber_preempted(w);
+	if (!w->current)
+		return;
+	/*
+	 * Nothing else could run here: a new slice, not a switch. Racy
+	 * reads: a fiber queued meanwhile waits at most one more slice.
+	 */
+	if (!fiber_sched.runq.head && !w->pinned.head && !fiber_sched.sleepers) {
+		w->ctl.switch_count++;
+		return;
+	}
+	fiber_preempted(w);
 }
 
 static void arm_signal_timer(struct fiber_worker *w, uint64_t first_ns)

@@ -168,7 +168,7 @@ FIXTURE_TEARDOWN(regs)
 FIBER_MODE_VARIANT(regs);
 
 static void run_spinners(struct __test_metadata *_metadata,
-			 const FIXTURE_VARIANT(regs) *variant, int level)
+			 const FIXTURE_VARIANT(regs) *variant, int level, int nr)
 {
 	struct fiber_config cfg = {
 		.workers = 1, .mode = variant->mode, .slice_ns = 50000,
@@ -180,7 +180,7 @@ static void run_spinners(struct __test_metadata *_metadata,
 	int i;
 
 	FIBER_START(&cfg);
-	for (i = 0; i < NR_FIBERS; i++) {
+	for (i = 0; i < nr; i++) {
 		s[i] = (struct spinner){ .seed = 0x9e3779b97f4a7c15ULL * (i + 1),
 					 .level = level, .stop = &stop };
 		ASSERT_EQ(0, fiber_spawn(&f[i], spinner_main, &s[i]));
@@ -190,34 +190,40 @@ static void run_spinners(struct __test_metadata *_metadata,
 		fiber_sleep(10000000);
 	preempted = FIBER_STAT_SUM(preemptions);
 	atomic_store(&stop, true);
-	for (i = 0; i < NR_FIBERS; i++)
+	for (i = 0; i < nr; i++)
 		ASSERT_EQ(0, fiber_join(f[i], NULL));
 	ASSERT_EQ(0, fiber_sched_stop());
 
-	TH_LOG("level %d: %lu preemptions, rounds %lu/%lu/%lu", level, preempted,
-	       s[0].rounds, s[1].rounds, s[2].rounds);
-	for (i = 0; i < NR_FIBERS; i++)
+	TH_LOG("level %d, %d fibers: %lu preemptions, fiber 0 ran %lu rounds", level, nr,
+	       preempted, s[0].rounds);
+	for (i = 0; i < nr; i++)
 		EXPECT_STREQ("", s[i].error) TH_LOG("fiber %d", i);
 	ASSERT_LE(TARGET, preempted);
 }
 
 TEST_F_TIMEOUT(regs, gpr_flags_sse_redzone, 120)
 {
-	run_spinners(_metadata, variant, RC_SSE);
+	run_spinners(_metadata, variant, RC_SSE, NR_FIBERS);
 }
 
 TEST_F_TIMEOUT(regs, avx, 120)
 {
 	if (best_level() < RC_AVX)
 		SKIP(return, "the CPU has no AVX");
-	run_spinners(_metadata, variant, RC_AVX);
+	run_spinners(_metadata, variant, RC_AVX, NR_FIBERS);
 }
 
 TEST_F_TIMEOUT(regs, avx512, 120)
 {
 	if (best_level() < RC_AVX512)
 		SKIP(return, "the CPU has no AVX-512 (F and BW)");
-	run_spinners(_metadata, variant, RC_AVX512);
+	run_spinners(_metadata, variant, RC_AVX512, NR_FIBERS);
+}
+
+/* A fiber alone is given a new slice in the upcall, without a switch. */
+TEST_F_TIMEOUT(regs, alone, 120)
+{
+	run_spinners(_metadata, variant, best_level(), 1);
 }
 
 TEST_HARNESS_MAIN

@@ -1,0 +1,230 @@
+// SPDX-License-Identifier: MIT
+/*
+ * What asynchronous preemption costs a CPU-bound fiber.
+ *
+ * Two fibers on one worker each spin a fixed number of iterations; the
+ * worker thread's CPU time (CLOCK_THREAD_CPUTIME_ID, which includes the
+ * kernel's share: timer interrupts, signal delivery, sigreturn) is read
+ * when the first starts and when the last ends. With preemption on they
+ * take turns every slice, so the extra CPU time over the cooperative run
+ * (where one runs to its end, then the other), divided by the
+ * preemptions, is the cost of one: timer, delivery, trampoline, switch to
+ * the other fiber, return.
+ *
+ * The signal backend's CPU-time timer only fires on the scheduler tick,
+ * far too seldom to measure against the noise of a whole run, so for the
+ * cost figure an extra CLOCK_MONOTONIC POSIX timer sends the worker the
+ * same SIGURG (SI_TIMER) every slice: the same handler, the same path,
+ * at the module's rate.
+ *
+ *   preempt cost      kmod vs signal cost per preemption, and their ratio
+ *   preempt slices    throughput loss of kmod preemption by slice length
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fiber.h"
+
+#define RUNS 5
+
+struct result {
+	double cpu_ns;
+	double preemptions;
+};
+
+#define NR_FIBERS 2
+
+struct spin_args {
+	unsigned long iterations;	/* per fiber */
+	uint64_t signal_every_ns;	/* 0, or the extra SIGURG timer's period */
+	double start_ns;		/* worker CPU time when the first began */
+	double end_ns;			/* ... when the last ended */
+	int running;
+};
+
+static double thread_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+static timer_t start_signal_timer(uint64_t period_ns)
+{
+	struct sigevent sev = {
+		.sigev_notify = SIGEV_THREAD_ID,
+		.sigev_signo = SIGURG,
+	};
+	struct itimerspec its = {
+		.it_interval = { 0, (long)period_ns },
+		.it_value = { 0, (long)period_ns },
+	};
+	timer_t timer;
+
+	sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+	if (timer_create(CLOCK_MONOTONIC, &sev, &timer) ||
+	    timer_settime(timer, 0, &its, NULL)) {
+		perror("timer_create");
+		exit(1);
+	}
+	return timer;
+}
+
+/* One worker: the fibers take turns, so plain fields are enough. */
+static void *spin(void *arg)
+{
+	struct spin_args *a = arg;
+	volatile unsigned long i;
+	timer_t timer = 0;
+
+	if (!a->running++)
+		a->start_ns = thread_cpu_ns();
+	if (a->signal_every_ns)
+		timer = start_signal_timer(a->signal_every_ns);
+	for (i = 0; i < a->iterations; i++)
+		;
+	if (a->signal_every_ns)
+		timer_delete(timer);
+	a->end_ns = thread_cpu_ns();
+	return NULL;
+}
+
+/* One run; false when the mode is not available here. */
+static bool run(enum fiber_preempt_mode mode, uint64_t slice_ns,
+		unsigned long iterations, struct result *r)
+{
+	struct fiber_config cfg = { .workers = 1, .mode = mode, .slice_ns = slice_ns };
+	struct spin_args a = {
+		.iterations = iterations,
+		.signal_every_ns = mode == FIBER_PREEMPT_SIGNAL ? slice_ns : 0,
+	};
+	struct fiber_worker_stats st;
+	fiber_t *f[NR_FIBERS];
+	int ret, i;
+
+	ret = fiber_sched_start(&cfg);
+	if (ret == -ENODEV)
+		return false;
+	for (i = 0; i < NR_FIBERS && !ret; i++)
+		ret = fiber_spawn(&f[i], spin, &a);
+	if (ret) {
+		fprintf(stderr, "start %s: %s\n", fiber_preempt_mode_name(mode), strerror(-ret));
+		exit(1);
+	}
+	for (i = 0; i < NR_FIBERS; i++)
+		fiber_join(f[i], NULL);
+	fiber_worker_stats(0, &st);
+	fiber_sched_stop();
+	r->cpu_ns = a.end_ns - a.start_ns;
+	r->preemptions = st.preemptions;
+	return true;
+}
+
+static int cmp_result(const void *a, const void *b)
+{
+	double x = ((const struct result *)a)->cpu_ns, y = ((const struct result *)b)->cpu_ns;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The median of RUNS runs, by CPU time. */
+static bool median(enum fiber_preempt_mode mode, uint64_t slice_ns,
+		   unsigned long iterations, struct result *out)
+{
+	struct result r[RUNS];
+	int i;
+
+	for (i = 0; i < RUNS; i++)
+		if (!run(mode, slice_ns, iterations, &r[i]))
+			return false;
+	qsort(r, RUNS, sizeof(r[0]), cmp_result);
+	*out = r[RUNS / 2];
+	return true;
+}
+
+/* Iterations per fiber that take about target_ns of CPU in all. */
+static unsigned long calibrate(double target_ns)
+{
+	struct result r;
+	unsigned long n = 1000000;
+
+	for (;;) {
+		run(FIBER_PREEMPT_OFF, 0, n, &r);
+		if (r.cpu_ns > target_ns / 8)
+			return (unsigned long)(n * target_ns / r.cpu_ns);
+		n *= 4;
+	}
+}
+
+static int cost(void)
+{
+	unsigned long n = calibrate(1000e6);
+	struct result off, sig, kmod;
+	double sig_cost, kmod_cost;
+	bool have_kmod;
+
+	median(FIBER_PREEMPT_OFF, 0, n, &off);
+	median(FIBER_PREEMPT_SIGNAL, 100000, n, &sig);
+	have_kmod = median(FIBER_PREEMPT_KMOD, 100000, n, &kmod);
+	sig_cost = (sig.cpu_ns - off.cpu_ns) / sig.preemptions;
+	printf("cost: off %.1f ms CPU; signal %.1f ms, %.0f preemptions, %.2f us each",
+	       off.cpu_ns / 1e6, sig.cpu_ns / 1e6, sig.preemptions, sig_cost / 1e3);
+	if (!have_kmod) {
+		printf("; kmod not available (module not loaded)\n");
+		return 0;
+	}
+	kmod_cost = (kmod.cpu_ns - off.cpu_ns) / kmod.preemptions;
+	printf("; kmod %.1f ms, %.0f preemptions, %.2f us each\n",
+	       kmod.cpu_ns / 1e6, kmod.preemptions, kmod_cost / 1e3);
+	printf("preemption cost: signal/kmod = %.1f (kmod %.2f us, signal %.2f us per preemption; "
+	       "extra thread CPU time over a cooperative run / preemptions, median of %d, "
+	       "slice 100 us)\n", sig_cost / kmod_cost, kmod_cost / 1e3, sig_cost / 1e3, RUNS);
+	return 0;
+}
+
+static int slices(void)
+{
+	static const unsigned int slice_us[] = { 10, 20, 50, 100, 200, 500, 1000 };
+	unsigned long n = calibrate(300e6);
+	struct result off, r;
+	unsigned int i, best = 0;
+
+	median(FIBER_PREEMPT_OFF, 0, n, &off);
+	for (i = 0; i < sizeof(slice_us) / sizeof(slice_us[0]); i++) {
+		double loss;
+
+		if (!median(FIBER_PREEMPT_KMOD, slice_us[i] * 1000ULL, n, &r)) {
+			printf("slices: kmod not available (module not loaded)\n");
+			return 0;
+		}
+		loss = 100.0 * (r.cpu_ns - off.cpu_ns) / r.cpu_ns;
+		printf("slice %4u us: %6.0f preemptions, throughput loss %5.1f%%\n",
+		       slice_us[i], r.preemptions, loss);
+		if (!best && loss < 5.0)
+			best = slice_us[i];
+	}
+	if (best)
+		printf("smallest slice under 5%% loss: %u us (kmod; loss = extra worker CPU time "
+		       "of two CPU-bound fibers over a cooperative run, median of %d)\n", best, RUNS);
+	else
+		printf("smallest slice under 5%% loss: none up to 1000 us\n");
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 2 && !strcmp(argv[1], "cost"))
+		return cost();
+	if (argc == 2 && !strcmp(argv[1], "slices"))
+		return slices();
+	fprintf(stderr, "usage: %s cost|slices\n", argv[0]);
+	return 2;
+}
