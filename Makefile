@@ -92,7 +92,8 @@ LINK_FIBER := -L$(O)/lib -lfiber -Wl,-rpath,'$$ORIGIN/../lib' -pthread
 # Tests of the device alone, and of libfiber in every mode (these also run
 # natively, where the kmod variants skip).
 SELFTESTS_DEV := device register threads lifetime
-SELFTESTS_LIB := fibers fairness preempt_disable libc_safety signal_handler rseq regs
+SELFTESTS_LIB := fibers fairness preempt_disable libc_safety libc_safety_static \
+		 signal_handler rseq regs
 SELFTESTS_AFTER := unloaded
 SELFTESTS_VM := $(SELFTESTS_DEV) $(SELFTESTS_LIB)
 SELFTEST_BINS := $(addprefix $(O)/selftests/,$(SELFTESTS_VM) $(SELFTESTS_AFTER))
@@ -109,7 +110,14 @@ $(addprefix $(O)/selftests/,$(SELFTESTS_DEV) $(SELFTESTS_AFTER)): $(O)/selftests
 
 $(O)/selftests/regs: selftests/regs_$(LIB_ARCH).S
 $(O)/selftests/rseq: selftests/rseq_$(LIB_ARCH).S
-$(addprefix $(O)/selftests/,$(SELFTESTS_LIB)): $(O)/selftests/%: \
+# libfiber linked into the program itself: its own code must still be
+# told from the program's (the libfiber_text section).
+$(O)/selftests/libc_safety_static: selftests/libc_safety.c selftests/*.h $(LIB_HDRS) \
+		$(KSFT_INC)/kselftest_harness.h $(LIBFIBER_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(KSFT_CFLAGS) -o $@ $< $(LIBFIBER_A) -pthread
+
+$(addprefix $(O)/selftests/,$(filter-out libc_safety_static,$(SELFTESTS_LIB))): $(O)/selftests/%: \
 		selftests/%.c selftests/*.h $(LIB_HDRS) $(KSFT_INC)/kselftest_harness.h $(LIBFIBER_SO)
 	@mkdir -p $(dir $@)
 	$(CC) $(KSFT_CFLAGS) -o $@ $< $(filter %.S,$^) $(LINK_FIBER)
@@ -198,6 +206,20 @@ demo:
 
 checkpatch: $(KSFT_INC)/kselftest_harness.h
 	perl $(KSFT_DIR)/scripts/checkpatch.pl --no-tree --strict -f kmod/*.c kmod/arch/*/*.h
+
+PREFIX  ?= /usr/local
+LIBDIR  ?= $(PREFIX)/lib
+INCDIR  ?= $(PREFIX)/include
+
+# libfiber for programs: the libraries, fiber.h and a pkg-config file.
+install: lib
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR)
+	install -m 644 $(LIBFIBER_A) $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(LIBFIBER_SO).1 $(DESTDIR)$(LIBDIR)/
+	ln -sf libfiber.so.1 $(DESTDIR)$(LIBDIR)/libfiber.so
+	install -m 644 $(LIB_DIR)/include/fiber.h $(DESTDIR)$(INCDIR)/
+	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCDIR@|$(INCDIR)|' \
+		$(LIB_DIR)/libfiber.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/libfiber.pc
 
 clean:
 	rm -rf $(BUILD)

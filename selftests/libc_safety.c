@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Fibers that call malloc/free and stdio in loops on one worker, with the
- * smallest slice, never deadlock: a fiber is never preempted inside libc
- * holding an arena or FILE lock that the next fiber would wait on.
+ * Fibers that call malloc/free and stdio, or libfiber itself, in loops on
+ * one worker with the smallest slice never deadlock: a fiber is never
+ * preempted inside libc holding an arena or FILE lock, or inside libfiber
+ * holding the scheduler's lock, that the next fiber would wait on. Built
+ * twice: with libfiber.so, and with libfiber.a inside the program.
  */
 #include "kselftest_harness.h"
 #include "fiber_test.h"
@@ -89,6 +91,47 @@ TEST_F_TIMEOUT(libc, malloc_and_stdio_never_deadlock, 300)
 	ASSERT_LT(0, FIBER_STAT_SUM(deferred_pc));
 	ASSERT_EQ(0, fiber_sched_stop());
 	fclose(sink);
+}
+
+/* Spends its time inside libfiber without switching. */
+static void *stats_main(void *arg)
+{
+	struct fiber_worker_stats st;
+	unsigned long i = 0;
+
+	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+		fiber_worker_stats(0, &st);
+		i++;
+	}
+	return (void *)(uintptr_t)(i == 0);
+}
+
+/* Preemption waits while a fiber is in libfiber, even linked in statically. */
+TEST_F_TIMEOUT(libc, libfiber_code_not_preempted, 300)
+{
+	struct fiber_config cfg = {
+		.workers = 1, .mode = variant->mode, .slice_ns = 10000,
+	};
+	fiber_t *f[NR_FIBERS];
+	uint64_t deadline;
+	void *ret;
+	uintptr_t i;
+
+	FIBER_START(&cfg);
+	for (i = 0; i < NR_FIBERS; i++)
+		ASSERT_EQ(0, fiber_spawn(&f[i], stats_main, NULL));
+	deadline = test_now_ns() + TIME_LIMIT_NS / 10;
+	while (FIBER_STAT_SUM(deferred_pc) < TARGET && test_now_ns() < deadline)
+		fiber_sleep(10000000);
+	atomic_store(&stop, true);
+	for (i = 0; i < NR_FIBERS; i++) {
+		ASSERT_EQ(0, fiber_join(f[i], &ret));
+		ASSERT_EQ(NULL, ret);
+	}
+	TH_LOG("%lu deferred in libfiber, %lu preemptions",
+	       FIBER_STAT_SUM(deferred_pc), FIBER_STAT_SUM(preemptions));
+	ASSERT_LE(TARGET, FIBER_STAT_SUM(deferred_pc));
+	ASSERT_EQ(0, fiber_sched_stop());
 }
 
 TEST_HARNESS_MAIN
