@@ -93,7 +93,7 @@ LINK_FIBER := -L$(O)/lib -lfiber -Wl,-rpath,'$$ORIGIN/../lib' -pthread
 # natively, where the kmod variants skip).
 SELFTESTS_DEV := device register threads lifetime
 SELFTESTS_LIB := fibers fairness preempt_disable libc_safety libc_safety_static \
-		 signal_handler rseq regs
+		 signal_handler rseq regs unwind
 SELFTESTS_AFTER := unloaded
 SELFTESTS_VM := $(SELFTESTS_DEV) $(SELFTESTS_LIB)
 SELFTEST_BINS := $(addprefix $(O)/selftests/,$(SELFTESTS_VM) $(SELFTESTS_AFTER))
@@ -110,6 +110,8 @@ $(addprefix $(O)/selftests/,$(SELFTESTS_DEV) $(SELFTESTS_AFTER)): $(O)/selftests
 
 $(O)/selftests/regs: selftests/regs_$(LIB_ARCH).S
 $(O)/selftests/rseq: selftests/rseq_$(LIB_ARCH).S
+# It defines fiber_upcall_inject for libfiber and walks with libgcc's unwinder.
+$(O)/selftests/unwind: KSFT_LDLIBS := -rdynamic -lgcc_s
 # libfiber linked into the program itself: its own code must still be
 # told from the program's (the libfiber_text section).
 $(O)/selftests/libc_safety_static: selftests/libc_safety.c selftests/*.h $(LIB_HDRS) \
@@ -120,7 +122,7 @@ $(O)/selftests/libc_safety_static: selftests/libc_safety.c selftests/*.h $(LIB_H
 $(addprefix $(O)/selftests/,$(filter-out libc_safety_static,$(SELFTESTS_LIB))): $(O)/selftests/%: \
 		selftests/%.c selftests/*.h $(LIB_HDRS) $(KSFT_INC)/kselftest_harness.h $(LIBFIBER_SO)
 	@mkdir -p $(dir $@)
-	$(CC) $(KSFT_CFLAGS) -o $@ $< $(filter %.S,$^) $(LINK_FIBER)
+	$(CC) $(KSFT_CFLAGS) -o $@ $< $(filter %.S,$^) $(LINK_FIBER) $(KSFT_LDLIBS)
 
 # ---- examples ---------------------------------------------------------------
 

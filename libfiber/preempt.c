@@ -41,6 +41,13 @@ extern const char __stop_libfiber_text[] __attribute__((weak)) FIBER_HIDDEN;
 
 void fiber_upcall_handler(struct fiber_upcall_frame *frame) FIBER_HIDDEN;
 
+/*
+ * An injection point for tests: a program that defines it (and exports
+ * it, -rdynamic) is called at the start of every upcall, on the preempted
+ * fiber's stack, to look at that stack from inside the trampoline.
+ */
+extern void fiber_upcall_inject(void) __attribute__((weak));
+
 static void add_range(uint64_t start, uint64_t end)
 {
 	unsigned int n = fiber_sched.nr_ranges;
@@ -101,6 +108,8 @@ void fiber_upcall_handler(struct fiber_upcall_frame *frame)
 	w->ctl.in_upcall = 0;
 	if (!w->current)
 		return;
+	if (fiber_upcall_inject)
+		fiber_upcall_inject();
 	/*
 	 * Nothing else could run here: a new slice, not a switch. Racy
 	 * reads: a fiber queued meanwhile waits at most one more slice.
