@@ -62,18 +62,7 @@ static double run(struct __test_metadata *_metadata, enum fiber_preempt_mode mod
 	return max ? (double)min / max : 0;
 }
 
-FIXTURE(fair) {
-};
-
-FIXTURE_SETUP(fair)
-{
-}
-
-FIXTURE_TEARDOWN(fair)
-{
-}
-
-FIBER_MODE_VARIANT(fair);
+FIBER_MODE_FIXTURE(fair);
 
 TEST_F(fair, near_equal_shares)
 {

@@ -10,8 +10,14 @@
 
 #include "fiber.h"
 
-/* Every fixture with mode variants has this variant struct. */
-#define FIBER_MODE_VARIANT(fixture)					\
+/*
+ * A fixture with no state of its own whose tests run once per preemption
+ * mode: kmod and signal (variant->mode).
+ */
+#define FIBER_MODE_FIXTURE(fixture)					\
+	FIXTURE(fixture) {};						\
+	FIXTURE_SETUP(fixture) {}					\
+	FIXTURE_TEARDOWN(fixture) {}					\
 	FIXTURE_VARIANT(fixture) { enum fiber_preempt_mode mode; };	\
 	FIXTURE_VARIANT_ADD(fixture, kmod) { .mode = FIBER_PREEMPT_KMOD }; \
 	FIXTURE_VARIANT_ADD(fixture, signal) { .mode = FIBER_PREEMPT_SIGNAL }
@@ -30,6 +36,15 @@ static inline uint64_t test_now_ns(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+/* CPU time of the calling thread: the worker's, from inside a fiber. */
+static inline uint64_t test_thread_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
 }
 

@@ -81,29 +81,20 @@ struct pingpong {
 	atomic_int n;
 };
 
-static void *ping(void *arg)
+struct player {
+	struct pingpong *pp;
+	int id;
+};
+
+static void *play(void *arg)
 {
-	struct pingpong *pp = arg;
+	struct player *p = arg;
 	int i;
 
-	while (!atomic_load(&pp->go))
+	while (!atomic_load(&p->pp->go))
 		fiber_yield();
 	for (i = 0; i < 4; i++) {
-		pp->log[atomic_fetch_add(&pp->n, 1)] = 0;
-		fiber_yield();
-	}
-	return NULL;
-}
-
-static void *pong(void *arg)
-{
-	struct pingpong *pp = arg;
-	int i;
-
-	while (!atomic_load(&pp->go))
-		fiber_yield();
-	for (i = 0; i < 4; i++) {
-		pp->log[atomic_fetch_add(&pp->n, 1)] = 1;
+		p->pp->log[atomic_fetch_add(&p->pp->n, 1)] = p->id;
 		fiber_yield();
 	}
 	return NULL;
@@ -113,12 +104,13 @@ TEST(yield_alternates)
 {
 	struct fiber_config cfg = { .workers = 1, .mode = FIBER_PREEMPT_OFF };
 	struct pingpong pp = { 0 };
+	struct player pa = { &pp, 0 }, pb = { &pp, 1 };
 	fiber_t *a, *b;
 	int i;
 
 	ASSERT_EQ(0, fiber_sched_start(&cfg));
-	ASSERT_EQ(0, fiber_spawn(&a, ping, &pp));
-	ASSERT_EQ(0, fiber_spawn(&b, pong, &pp));
+	ASSERT_EQ(0, fiber_spawn(&a, play, &pa));
+	ASSERT_EQ(0, fiber_spawn(&b, play, &pb));
 	atomic_store(&pp.go, true);
 	ASSERT_EQ(0, fiber_join(a, NULL));
 	ASSERT_EQ(0, fiber_join(b, NULL));

@@ -10,6 +10,7 @@
 #include "fiber_test.h"
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -48,53 +49,7 @@ static void *churn_main(void *arg)
 	return (void *)(uintptr_t)(sum == 42);
 }
 
-FIXTURE(libc) {
-};
-
-FIXTURE_SETUP(libc)
-{
-}
-
-FIXTURE_TEARDOWN(libc)
-{
-}
-
-FIBER_MODE_VARIANT(libc);
-
-TEST_F_TIMEOUT(libc, malloc_and_stdio_never_deadlock, 300)
-{
-	struct fiber_config cfg = {
-		.workers = 1, .mode = variant->mode, .slice_ns = 10000,
-	};
-	fiber_t *f[NR_FIBERS];
-	uint64_t deadline;
-	void *ret;
-	uintptr_t i;
-
-	sink = fopen("/dev/null", "w");
-	ASSERT_NE(NULL, sink);
-	FIBER_START(&cfg);
-	for (i = 0; i < NR_FIBERS; i++)
-		ASSERT_EQ(0, fiber_spawn(&f[i], churn_main, (void *)i));
-	/* A deadlock keeps the count from growing; the harness times it out. */
-	deadline = test_now_ns() + TIME_LIMIT_NS;
-	while ((FIBER_STAT_SUM(preemptions) < TARGET || !FIBER_STAT_SUM(deferred_pc)) &&
-	       test_now_ns() < deadline)
-		fiber_sleep(10000000);
-	atomic_store(&stop, true);
-	for (i = 0; i < NR_FIBERS; i++) {
-		ASSERT_EQ(0, fiber_join(f[i], &ret));
-		ASSERT_EQ(NULL, ret);
-	}
-	TH_LOG("%lu preemptions, %lu deferred outside the program's code",
-	       FIBER_STAT_SUM(preemptions), FIBER_STAT_SUM(deferred_pc));
-	ASSERT_LE(TARGET, FIBER_STAT_SUM(preemptions));
-	ASSERT_LT(0, FIBER_STAT_SUM(deferred_pc));
-	ASSERT_EQ(0, fiber_sched_stop());
-	fclose(sink);
-}
-
-/* Spends its time inside libfiber without switching. */
+/* Preemption waits while a fiber is in libfiber, even linked in statically. */
 static void *stats_main(void *arg)
 {
 	struct fiber_worker_stats st;
@@ -104,12 +59,25 @@ static void *stats_main(void *arg)
 	return NULL;
 }
 
-/* Preemption waits while a fiber is in libfiber, even linked in statically. */
-TEST_F_TIMEOUT(libc, libfiber_code_not_preempted, 300)
+static bool churned_enough(void)
 {
-	struct fiber_config cfg = {
-		.workers = 1, .mode = variant->mode, .slice_ns = 10000,
-	};
+	return FIBER_STAT_SUM(preemptions) >= TARGET && FIBER_STAT_SUM(deferred_pc);
+}
+
+static bool deferred_enough(void)
+{
+	return FIBER_STAT_SUM(deferred_pc) >= DEFERRED_TARGET;
+}
+
+/*
+ * Runs NR_FIBERS fibers of fn on one worker with the smallest slice until
+ * enough() or the time limit; leaves the scheduler running for the
+ * caller's statistics. A deadlock stops the counts; the harness times it out.
+ */
+static void run_fibers(struct __test_metadata *_metadata, enum fiber_preempt_mode mode,
+		       void *(*fn)(void *), bool (*enough)(void))
+{
+	struct fiber_config cfg = { .workers = 1, .mode = mode, .slice_ns = 10000 };
 	fiber_t *f[NR_FIBERS];
 	uint64_t deadline;
 	void *ret;
@@ -117,15 +85,39 @@ TEST_F_TIMEOUT(libc, libfiber_code_not_preempted, 300)
 
 	FIBER_START(&cfg);
 	for (i = 0; i < NR_FIBERS; i++)
-		ASSERT_EQ(0, fiber_spawn(&f[i], stats_main, NULL));
+		ASSERT_EQ(0, fiber_spawn(&f[i], fn, (void *)i));
 	deadline = test_now_ns() + TIME_LIMIT_NS;
-	while (FIBER_STAT_SUM(deferred_pc) < DEFERRED_TARGET && test_now_ns() < deadline)
+	while (!enough() && test_now_ns() < deadline)
 		fiber_sleep(10000000);
 	atomic_store(&stop, true);
 	for (i = 0; i < NR_FIBERS; i++) {
 		ASSERT_EQ(0, fiber_join(f[i], &ret));
 		ASSERT_EQ(NULL, ret);
 	}
+}
+
+FIBER_MODE_FIXTURE(libc);
+
+TEST_F_TIMEOUT(libc, malloc_and_stdio_never_deadlock, 300)
+{
+	sink = fopen("/dev/null", "w");
+	ASSERT_NE(NULL, sink);
+	run_fibers(_metadata, variant->mode, churn_main, churned_enough);
+	if (_metadata->skip)
+		return;
+	TH_LOG("%lu preemptions, %lu deferred outside the program's code",
+	       FIBER_STAT_SUM(preemptions), FIBER_STAT_SUM(deferred_pc));
+	ASSERT_LE(TARGET, FIBER_STAT_SUM(preemptions));
+	ASSERT_LT(0, FIBER_STAT_SUM(deferred_pc));
+	ASSERT_EQ(0, fiber_sched_stop());
+	fclose(sink);
+}
+
+TEST_F_TIMEOUT(libc, libfiber_code_not_preempted, 300)
+{
+	run_fibers(_metadata, variant->mode, stats_main, deferred_enough);
+	if (_metadata->skip)
+		return;
 	TH_LOG("%lu deferred in libfiber, %lu preemptions",
 	       FIBER_STAT_SUM(deferred_pc), FIBER_STAT_SUM(preemptions));
 	ASSERT_LE(DEFERRED_TARGET, FIBER_STAT_SUM(deferred_pc));

@@ -18,14 +18,6 @@ struct shared {
 	bool yielded_at_enable;
 };
 
-static uint64_t thread_cpu_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
-}
-
 static void *holder_main(void *arg)
 {
 	struct shared *sh = arg;
@@ -36,12 +28,12 @@ static void *holder_main(void *arg)
 	fiber_preempt_disable();
 	fiber_preempt_disable();
 	atomic_store(&sh->in_section, true);
-	end = thread_cpu_ns() + SECTION_NS;
-	while (thread_cpu_ns() < end)
+	end = test_thread_cpu_ns() + SECTION_NS;
+	while (test_thread_cpu_ns() < end)
 		;
 	fiber_preempt_enable();		/* still disabled: nested */
-	end = thread_cpu_ns() + SECTION_NS / 5;
-	while (thread_cpu_ns() < end)
+	end = test_thread_cpu_ns() + SECTION_NS / 5;
+	while (test_thread_cpu_ns() < end)
 		;
 	atomic_store(&sh->in_section, false);
 	sh->ran_in_section = atomic_load(&sh->other_ran);
@@ -65,18 +57,7 @@ static void *other_main(void *arg)
 	return NULL;
 }
 
-FIXTURE(pd) {
-};
-
-FIXTURE_SETUP(pd)
-{
-}
-
-FIXTURE_TEARDOWN(pd)
-{
-}
-
-FIBER_MODE_VARIANT(pd);
+FIBER_MODE_FIXTURE(pd);
 
 TEST_F_TIMEOUT(pd, section_is_honoured, 120)
 {

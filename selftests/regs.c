@@ -158,18 +158,7 @@ static int best_level(void)
 	return RC_SSE;
 }
 
-FIXTURE(regs) {
-};
-
-FIXTURE_SETUP(regs)
-{
-}
-
-FIXTURE_TEARDOWN(regs)
-{
-}
-
-FIBER_MODE_VARIANT(regs);
+FIBER_MODE_FIXTURE(regs);
 
 static void run_spinners(struct __test_metadata *_metadata,
 			 const FIXTURE_VARIANT(regs) *variant, int level, int nr)

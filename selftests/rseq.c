@@ -41,18 +41,7 @@ static void *increment_main(void *arg)
 	return NULL;
 }
 
-FIXTURE(rseq) {
-};
-
-FIXTURE_SETUP(rseq)
-{
-}
-
-FIXTURE_TEARDOWN(rseq)
-{
-}
-
-FIBER_MODE_VARIANT(rseq);
+FIBER_MODE_FIXTURE(rseq);
 
 TEST_F_TIMEOUT(rseq, no_lost_update, 120)
 {

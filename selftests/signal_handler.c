@@ -15,25 +15,17 @@ static atomic_bool in_handler;
 static atomic_bool stop;
 static atomic_int other_ran_in_handler;
 
-static uint64_t thread_cpu_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
-}
-
 /* Spins in the program's own code, looking at the clock now and then. */
 static void slow_handler(int sig)
 {
-	uint64_t end = thread_cpu_ns() + HANDLER_NS;
+	uint64_t end = test_thread_cpu_ns() + HANDLER_NS;
 	volatile unsigned long i;
 
 	atomic_store(&in_handler, true);
 	do {
 		for (i = 0; i < 100000; i++)
 			;
-	} while (thread_cpu_ns() < end);
+	} while (test_thread_cpu_ns() < end);
 	atomic_store(&in_handler, false);
 }
 
@@ -52,18 +44,7 @@ static void *watcher(void *arg)
 	return NULL;
 }
 
-FIXTURE(sig) {
-};
-
-FIXTURE_SETUP(sig)
-{
-}
-
-FIXTURE_TEARDOWN(sig)
-{
-}
-
-FIBER_MODE_VARIANT(sig);
+FIBER_MODE_FIXTURE(sig);
 
 TEST_F_TIMEOUT(sig, handler_not_preempted, 120)
 {

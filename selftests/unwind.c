@@ -82,18 +82,7 @@ static void *other_main(void *arg)
 	return NULL;
 }
 
-FIXTURE(unwind) {
-};
-
-FIXTURE_SETUP(unwind)
-{
-}
-
-FIXTURE_TEARDOWN(unwind)
-{
-}
-
-FIBER_MODE_VARIANT(unwind);
+FIBER_MODE_FIXTURE(unwind);
 
 TEST_F_TIMEOUT(unwind, through_trampoline, 120)
 {
