@@ -105,6 +105,7 @@ MODULE_PARM_DESC(max_registrations, "Most threads registered at once (default 40
 struct fp_reg {
 	struct preempt_notifier notifier;
 	struct hrtimer timer;
+	struct task_struct *task;	/* compared only: outlives the registration */
 	struct mm_struct *mm;		/* compared only, never dereferenced */
 	struct page *page;		/* the pinned page holding ctl */
 	sigset_t blocked;		/* the thread's signal mask at registration */
@@ -269,6 +270,12 @@ static enum hrtimer_restart fp_timer_fn(struct hrtimer *timer)
 	u64 now = ktime_get_ns();
 	u64 *counter;
 
+	/*
+	 * CPU hotplug moves even pinned timers off a dying CPU: the callback
+	 * may then run under another task. The next sched_in re-arms it.
+	 */
+	if (unlikely(current != reg->task))
+		return HRTIMER_NORESTART;
 	fp_account(reg, now);
 	if (reg->used_ns >= reg->slice_ns) {
 		ctl->fired++;
@@ -377,6 +384,7 @@ static long fp_ioctl_register(void __user *argp)
 		goto out_unpin;
 	}
 
+	reg->task = current;
 	reg->mm = current->mm;
 	reg->blocked = current->blocked;
 	reg->upcall = args.upcall;

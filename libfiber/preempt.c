@@ -41,6 +41,10 @@ extern const char __stop_libfiber_text[] __attribute__((weak)) FIBER_HIDDEN;
 
 void fiber_upcall_handler(struct fiber_upcall_frame *frame) FIBER_HIDDEN;
 
+_Static_assert(sizeof(struct fiber_preempt_ctl) == FIBER_PREEMPT_CTL_ALIGN,
+	       "the control block must fill its alignment");
+_Static_assert(sizeof(struct fiber_preempt_register) == 176, "UAPI layout changed");
+
 /*
  * An injection point for tests: a program that defines it (and exports
  * it, -rdynamic) is called at the start of every upcall, on the preempted

@@ -209,4 +209,42 @@ TEST_F(reg, registration_outlives_close)
 	ASSERT_EQ(0, do_unregister(self));
 }
 
+/*
+ * Garbage in every field, including sizes and pointers: each call fails
+ * with one of the documented errors, or succeeds and can be undone.
+ */
+TEST_F(reg, random_garbage)
+{
+	uint64_t seed = 0x2545f4914f6cdd1dULL;
+	union {
+		struct fiber_preempt_register args;
+		uint64_t words[32];
+	} u;
+	int i, j, ret;
+
+	for (i = 0; i < 20000; i++) {
+		for (j = 0; j < 32; j++) {
+			seed ^= seed << 13;
+			seed ^= seed >> 7;
+			seed ^= seed << 17;
+			u.words[j] = seed;
+		}
+		/* Keep some calls past the first checks. */
+		if (i & 1) {
+			u.args.size = sizeof(u.args);
+			u.args.flags = 0;
+			u.args.__pad = 0;
+		}
+		if (i & 2)
+			u.args.ctl = (uintptr_t)&self->tctl.ctl;
+		ret = do_register(self);
+		if (!ret) {
+			ASSERT_EQ(0, do_unregister(self));
+			continue;
+		}
+		ASSERT_TRUE(ret == -EINVAL || ret == -EFAULT || ret == -E2BIG ||
+			    ret == -ERANGE) TH_LOG("call %d: %s", i, strerror(-ret));
+	}
+}
+
 TEST_HARNESS_MAIN
