@@ -17,7 +17,15 @@ KVER       ?= $(shell scripts/kver.sh amd64)
 KDIR       ?= /usr/src/linux-headers-$(KVER)
 VMLINUZ    ?= /boot/vmlinuz-$(KVER)
 
-CC         ?= gcc
+# TARGET=aarch64 on an x86_64 machine cross-builds (see "make check ARCHES=").
+HOST_ARCH  := $(shell uname -m)
+TARGET     ?= $(HOST_ARCH)
+ifneq ($(TARGET),$(HOST_ARCH))
+CROSS_COMPILE ?= $(TARGET)-linux-gnu-
+endif
+CC         := $(CROSS_COMPILE)gcc
+OBJCOPY    := $(CROSS_COMPILE)objcopy
+AR         := $(CROSS_COMPILE)ar
 CFLAGS     ?= -O2 -g
 WARN       := -Wall -Wextra -Werror -Wno-unused-parameter
 # The harness's macros compare ints with unsigned values; selftests build
@@ -51,7 +59,7 @@ $(MODULE): Kbuild kmod/*.c kmod/Kbuild kmod/arch/*/*.h uapi/linux/*.h | $(KDIR)/
 
 # ---- libfiber ---------------------------------------------------------------
 
-LIB_ARCH   := $(shell uname -m)
+LIB_ARCH   := $(TARGET)
 LIB_DIR    := libfiber
 LIB_SRCS   := $(LIB_DIR)/sched.c $(LIB_DIR)/preempt.c $(LIB_DIR)/arch/$(LIB_ARCH)/context.c \
 	      $(LIB_DIR)/arch/$(LIB_ARCH)/switch.S $(LIB_DIR)/arch/$(LIB_ARCH)/upcall.S
@@ -69,13 +77,13 @@ lib: $(LIBFIBER_A) $(LIBFIBER_SO)
 $(O)/libfiber/%.o: $(LIB_DIR)/% $(LIB_HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LIB_CFLAGS) -c -o $@.tmp $<
-	objcopy --rename-section .text=libfiber_text $@.tmp $@
+	$(OBJCOPY) --rename-section .text=libfiber_text $@.tmp $@
 	@rm -f $@.tmp
 
 $(LIBFIBER_A): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
 	rm -f $@
-	ar rcs $@ $^
+	$(AR) rcs $@ $^
 
 $(LIBFIBER_SO): $(LIB_OBJS) $(LIB_DIR)/libfiber.map
 	@mkdir -p $(dir $@)

@@ -71,6 +71,7 @@ struct fiber_worker {
 	bool timer_armed;
 	uint64_t sig_seen_switch;
 	sigset_t sigmask;		/* the worker's mask outside signal handlers */
+	stack_t altstack;		/* the worker's alternate signal stack */
 } __attribute__((aligned(FIBER_PREEMPT_CTL_ALIGN)));
 
 struct fiber_sched {

@@ -110,19 +110,20 @@ void fiber_upcall_handler(struct fiber_upcall_frame *frame)
 	struct fiber_worker *w = fiber_tls_worker;
 
 	w->ctl.in_upcall = 0;
-	if (!w->current)
-		return;
-	if (fiber_upcall_inject)
-		fiber_upcall_inject();
-	/*
-	 * Nothing else could run here: a new slice, not a switch. Racy
-	 * reads: a fiber queued meanwhile waits at most one more slice.
-	 */
-	if (!fiber_sched.runq.head && !w->pinned.head && !fiber_sched.sleepers) {
-		w->ctl.switch_count++;
-		return;
+	if (w->current) {
+		if (fiber_upcall_inject)
+			fiber_upcall_inject();
+		/*
+		 * Nothing else could run here: a new slice, not a switch.
+		 * Racy reads: a fiber queued meanwhile waits one more slice.
+		 */
+		if (!fiber_sched.runq.head && !w->pinned.head && !fiber_sched.sleepers)
+			w->ctl.switch_count++;
+		else
+			fiber_preempted(w);
 	}
-	fiber_preempted(w);
+	/* A preempted fiber resumes on the worker it was preempted on. */
+	fiber_arch_upcall_return(frame, &w->sigmask, &w->altstack);
 }
 
 static void arm_signal_timer(struct fiber_worker *w, uint64_t first_ns)
@@ -273,6 +274,7 @@ static int start_signal_timer(struct fiber_worker *w)
 int fiber_preempt_worker_start(struct fiber_worker *w)
 {
 	pthread_sigmask(SIG_SETMASK, NULL, &w->sigmask);
+	sigaltstack(NULL, &w->altstack);
 	switch (fiber_sched.mode) {
 	case FIBER_PREEMPT_KMOD:
 		return register_worker(w);

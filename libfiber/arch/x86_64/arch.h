@@ -8,6 +8,7 @@
 #endif
 
 #include <stddef.h>
+#include <signal.h>
 #include <stdint.h>
 #include <ucontext.h>
 
@@ -36,6 +37,12 @@ static inline uint64_t fiber_arch_uc_pc(const ucontext_t *uc)
 static inline void fiber_arch_uc_set_pc(ucontext_t *uc, uint64_t pc)
 {
 	uc->uc_mcontext.gregs[REG_RIP] = pc;
+}
+
+/* upcall.S restores everything itself. */
+static inline void fiber_arch_upcall_return(struct fiber_upcall_frame *frame,
+					    const sigset_t *mask, const stack_t *altstack)
+{
 }
 
 #endif /* LIBFIBER_ARCH_X86_64_ARCH_H */
