@@ -2,7 +2,6 @@
 /* Every register a fiber holds survives thousands of asynchronous preemptions bit for bit. */
 #include "kselftest_harness.h"
 #include "fiber_test.h"
-#include "regs_x86_64.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -15,6 +14,9 @@
 #define TARGET(mode)	((mode) == FIBER_PREEMPT_SIGNAL ? 1000 : 2000)
 #define TIME_LIMIT_NS	60000000000ULL
 #define SPIN		200000
+
+#if defined(__x86_64__)
+#include "regs_x86_64.h"
 
 struct regs_check {
 	uint64_t gpr_in[RC_NR_GPRS];
@@ -46,19 +48,9 @@ _Static_assert(__builtin_offsetof(struct regs_check, vec_out) == RC_VEC_OUT, "la
 _Static_assert(__builtin_offsetof(struct regs_check, k_out) == RC_K_OUT, "layout");
 _Static_assert(sizeof(struct regs_check) == RC_SIZE, "layout");
 
-void regs_spin(struct regs_check *rc, uint64_t iterations, int level);
-
 /* CF PF AF ZF SF DF OF, and bit 1, which always reads as 1. */
 #define TEST_FLAGS	0xcd7UL
 #define FLAGS_MASK	0xcd7UL
-
-struct spinner {
-	uint64_t seed;
-	int level;
-	atomic_bool *stop;
-	uint64_t rounds;
-	char error[256];		/* first mismatch, empty if none */
-};
 
 static void fill(struct regs_check *rc, uint64_t *seed, int level)
 {
@@ -124,6 +116,98 @@ static const char *compare(const struct regs_check *rc, int level)
 	return NULL;
 }
 
+static int best_level(void)
+{
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
+		return RC_AVX512;
+	if (__builtin_cpu_supports("avx"))
+		return RC_AVX;
+	return RC_SSE;
+}
+
+#elif defined(__aarch64__)
+#include "regs_aarch64.h"
+
+struct regs_check {
+	uint64_t gpr_in[31];		/* x0-x30; x9 counts the loop */
+	uint64_t nzcv_in, fpsr_in, fpcr_in;
+	uint8_t vec_in[32 * 16];
+	uint64_t gpr_out[31];
+	uint64_t nzcv_out, fpsr_out, fpcr_out;
+	uint8_t vec_out[32 * 16];
+} __attribute__((aligned(16)));
+
+_Static_assert(__builtin_offsetof(struct regs_check, nzcv_in) == RC_NZCV_IN, "layout");
+_Static_assert(__builtin_offsetof(struct regs_check, vec_in) == RC_VEC_IN, "layout");
+_Static_assert(__builtin_offsetof(struct regs_check, gpr_out) == RC_GPR_OUT, "layout");
+_Static_assert(__builtin_offsetof(struct regs_check, nzcv_out) == RC_NZCV_OUT, "layout");
+_Static_assert(__builtin_offsetof(struct regs_check, vec_out) == RC_VEC_OUT, "layout");
+_Static_assert(sizeof(struct regs_check) == RC_SIZE, "layout");
+
+#define RC_BASE		0	/* x0-x30, NZCV, FPSR, FPCR, q0-q31 */
+
+static void fill(struct regs_check *rc, uint64_t *seed, int level)
+{
+	int i;
+
+	memset(rc, 0, sizeof(*rc));
+	for (i = 0; i < 31; i++)
+		rc->gpr_in[i] = test_rand(seed);
+	for (i = 0; i < 32 * 16; i += 8) {
+		uint64_t v = test_rand(seed);
+
+		memcpy(&rc->vec_in[i], &v, 8);
+	}
+	rc->nzcv_in = test_rand(seed) & 0xf0000000ULL;
+	/* Cumulative exception flags and QC. */
+	rc->fpsr_in = test_rand(seed) & 0x0800009fULL;
+	/* Rounding mode, flush-to-zero, default NaN. */
+	rc->fpcr_in = test_rand(seed) & 0x03c00000ULL;
+}
+
+static const char *compare(const struct regs_check *rc, int level)
+{
+	static __thread char msg[160];
+	int i;
+
+	for (i = 0; i < 31; i++)
+		if (i != 9 && rc->gpr_in[i] != rc->gpr_out[i])
+			return snprintf(msg, sizeof(msg), "x%d: %#lx became %#lx", i,
+					rc->gpr_in[i], rc->gpr_out[i]), msg;
+	if (rc->nzcv_in != rc->nzcv_out)
+		return snprintf(msg, sizeof(msg), "nzcv %#lx became %#lx",
+				rc->nzcv_in, rc->nzcv_out), msg;
+	if (rc->fpsr_in != rc->fpsr_out)
+		return snprintf(msg, sizeof(msg), "fpsr %#lx became %#lx",
+				rc->fpsr_in, rc->fpsr_out), msg;
+	if (rc->fpcr_in != rc->fpcr_out)
+		return snprintf(msg, sizeof(msg), "fpcr %#lx became %#lx",
+				rc->fpcr_in, rc->fpcr_out), msg;
+	for (i = 0; i < 32; i++)
+		if (memcmp(&rc->vec_in[i * 16], &rc->vec_out[i * 16], 16))
+			return snprintf(msg, sizeof(msg), "q%d differs", i), msg;
+	return NULL;
+}
+
+static int best_level(void)
+{
+	return RC_BASE;
+}
+#else
+#error "unsupported architecture"
+#endif
+
+void regs_spin(struct regs_check *rc, uint64_t iterations, int level);
+
+struct spinner {
+	uint64_t seed;
+	int level;
+	atomic_bool *stop;
+	uint64_t rounds;
+	char error[256];		/* first mismatch, empty if none */
+};
+
 static void *spinner_main(void *arg)
 {
 	struct spinner *s = arg;
@@ -146,16 +230,6 @@ static void *spinner_main(void *arg)
 	}
 	free(rc);
 	return NULL;
-}
-
-static int best_level(void)
-{
-	__builtin_cpu_init();
-	if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
-		return RC_AVX512;
-	if (__builtin_cpu_supports("avx"))
-		return RC_AVX;
-	return RC_SSE;
 }
 
 FIBER_MODE_FIXTURE(regs);
@@ -194,11 +268,12 @@ static void run_spinners(struct __test_metadata *_metadata,
 	ASSERT_LE(TARGET(variant->mode), preempted);
 }
 
-TEST_F_TIMEOUT(regs, gpr_flags_sse_redzone, 120)
+TEST_F_TIMEOUT(regs, gprs_flags_vectors, 120)
 {
-	run_spinners(_metadata, variant, RC_SSE, NR_FIBERS);
+	run_spinners(_metadata, variant, RC_BASE, NR_FIBERS);
 }
 
+#if defined(__x86_64__)
 TEST_F_TIMEOUT(regs, avx, 120)
 {
 	if (best_level() < RC_AVX)
@@ -212,6 +287,7 @@ TEST_F_TIMEOUT(regs, avx512, 120)
 		SKIP(return, "the CPU has no AVX-512 (F and BW)");
 	run_spinners(_metadata, variant, RC_AVX512, NR_FIBERS);
 }
+#endif
 
 /* A fiber alone is given a new slice in the upcall, without a switch. */
 TEST_F_TIMEOUT(regs, alone, 120)

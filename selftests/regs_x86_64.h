@@ -22,6 +22,7 @@
 
 /* Vector state levels. */
 #define RC_SSE		0	/* xmm0-15 */
+#define RC_BASE		RC_SSE	/* GPRs, rflags, MXCSR, x87 CW, red zone, xmm */
 #define RC_AVX		1	/* ymm0-15 */
 #define RC_AVX512	2	/* zmm0-31, k0-7 */
 

@@ -26,7 +26,8 @@
  * SVE state is not saved: the module defers preemption while the thread
  * has live SVE state, and in signal mode the kernel's signal frame holds
  * it. Layout in frame.h; the CFI marks a signal frame whose CFA is the
- * interrupted SP, with the interrupted PC in its own return column (32)
+ * interrupted SP, with the interrupted PC in its own return column (96,
+ * the one libgcc uses for kernel signal frames)
  * so that x30 keeps the interrupted code's value for the next frame up.
  */
 #include "frame.h"
@@ -39,9 +40,9 @@
 	.p2align 6
 fiber_upcall_entry:
 	.cfi_startproc
-	.cfi_return_column 32			/* DWARF 32: the PC, apart from x30 */
+	.cfi_return_column 96			/* libgcc's column for a signal frame's PC */
 	.cfi_signal_frame
-	.cfi_undefined 32
+	.cfi_undefined 96
 	hint	#34				/* bti c */
 	sub	sp, sp, #(UPCALL_FRAME_SIZE >> 12), lsl #12
 	.cfi_def_cfa_offset UPCALL_FRAME_SIZE
@@ -96,7 +97,7 @@ fiber_upcall_entry:
 	ldr	x0, [x1, x0]			/* this worker's control block */
 	ldr	x0, [x0, #CTL_UPCALL_PC]
 	str	x0, [sp, #UC_PC]		/* the interrupted PC */
-	.cfi_offset 32, UC_PC - UPCALL_FRAME_SIZE
+	.cfi_offset 96, UC_PC - UPCALL_FRAME_SIZE
 
 	mov	x0, sp
 	bl	fiber_upcall_handler
