@@ -75,7 +75,11 @@ struct fiber_preempt_ctl {
 	__u64 deferred_off;	/* ... not sent: preempt_off was set */
 	__u64 deferred_pc;	/* ... not sent: PC not in a preemptible range */
 	__u64 deferred_upcall;	/* ... not sent: in_upcall was set */
-	__u64 deferred_kernel;	/* ... not sent: in kernel mode, or rseq state unreadable */
+	/*
+	 * ... not sent: in kernel mode, rseq state unreadable, or (arm64)
+	 * live SVE state the trampoline does not save
+	 */
+	__u64 deferred_kernel;
 	/*
 	 * ... not sent: the thread's signal mask is not the one it had when
 	 * it registered, i.e. it is running a signal handler (or has

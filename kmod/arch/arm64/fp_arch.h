@@ -3,13 +3,19 @@
 #ifndef _FIBER_PREEMPT_ARCH_ARM64_FP_ARCH_H
 #define _FIBER_PREEMPT_ARCH_ARM64_FP_ARCH_H
 
+#include <linux/thread_info.h>
 #include <asm/cpufeature.h>
 #include <asm/ptrace.h>
 
-/* Interrupted at EL0 in AArch64 state. */
+/*
+ * Interrupted at EL0 in AArch64 state, with no live SVE state: the
+ * trampoline saves the FP/SIMD view (q0-q31) only, so a thread whose SVE
+ * registers are live is not preempted until a system call drops them.
+ */
 static inline bool fp_arch_user_regs(struct pt_regs *regs)
 {
-	return user_mode(regs) && !compat_user_mode(regs);
+	return user_mode(regs) && !compat_user_mode(regs) &&
+	       !test_thread_flag(TIF_SVE);
 }
 
 /*
