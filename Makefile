@@ -6,22 +6,45 @@
 # make bench      the benchmarks, each figure printed with its method
 # make deps       install the Debian packages all of this needs
 #
+# ARCH=arm64      build for, and run the VM lane of, arm64 (default x86_64);
+#                 make check runs every lane in ARCHES (default: both)
 # KVER=, KDIR=    build the module for another kernel (default: the kernel of
 #                 Debian's linux-headers-amd64, which the VM boots); on a real
 #                 machine: make KDIR=/lib/modules/$(uname -r)/build
 # VM_ACCEL=kvm    use KVM for the VM (default tcg: software emulation)
 
+ARCH       ?= x86_64
+ARCHES     ?= x86_64 arm64
+# Debian's amd64 and arm64 kernels come from one source upload: one ABI.
+KVER_AMD64 ?= $(shell scripts/kver.sh amd64)
+HOST_ARCH  := $(shell uname -m)
+
+ifeq ($(ARCH),arm64)
+BUILD      ?= build/arm64
+TARGET     := aarch64
+KVER       ?= $(subst -amd64,-arm64,$(KVER_AMD64))
+# Debian's arm64 kernel, headers and busybox, unpacked from their packages.
+ARM64_ROOT  = $(O)/debian-arm64
+KDIR       ?= $(ARM64_ROOT)/usr/src/linux-headers-$(KVER)
+VMLINUZ    ?= $(ARM64_ROOT)/boot/vmlinuz-$(KVER)
+KBUILD_ARCH := ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu-
+VM_ENV      = VM_ARCH=aarch64 VM_BUSYBOX=$(ARM64_ROOT)/bin/busybox \
+	      VM_SYSROOT_LIBS="$(addprefix /usr/aarch64-linux-gnu/lib/,ld-linux-aarch64.so.1 libc.so.6 libgcc_s.so.1)"
+else ifeq ($(ARCH),x86_64)
 BUILD      ?= build
-O          := $(abspath $(BUILD))
-KVER       ?= $(shell scripts/kver.sh amd64)
+TARGET     := x86_64
+KVER       ?= $(KVER_AMD64)
 KDIR       ?= /usr/src/linux-headers-$(KVER)
 VMLINUZ    ?= /boot/vmlinuz-$(KVER)
+else
+$(error ARCH=$(ARCH): x86_64 and arm64 are supported)
+endif
+O          := $(abspath $(BUILD))
 
-# TARGET=aarch64 on an x86_64 machine cross-builds (see "make check ARCHES=").
-HOST_ARCH  := $(shell uname -m)
-TARGET     ?= $(HOST_ARCH)
+# Programs for another architecture are cross-built and run under qemu-user.
 ifneq ($(TARGET),$(HOST_ARCH))
 CROSS_COMPILE ?= $(TARGET)-linux-gnu-
+RUN_TARGET := env QEMU_LD_PREFIX=/usr/$(TARGET)-linux-gnu qemu-$(TARGET)-static
 endif
 CC         := $(CROSS_COMPILE)gcc
 OBJCOPY    := $(CROSS_COMPILE)objcopy
@@ -40,13 +63,18 @@ KSFT_INC   := $(KSFT_DIR)/tools/testing/selftests
 MODULE     := $(O)/kbuild/kmod/fiber_preempt.ko
 
 .PHONY: all module lib selftests examples benches check vm-check host-check demo bench deps \
-	checkpatch clean install
+	checkpatch checkpatch-check clean install
 
 all: module lib selftests examples benches
 
+ifeq ($(ARCH),arm64)
+$(KDIR)/Makefile:
+	scripts/debian-arm64.sh $(KVER) $(ARM64_ROOT)
+else
 $(KDIR)/Makefile:
 	@echo "error: no kernel headers at $(KDIR); run 'make deps' or set KDIR=" >&2
 	@exit 1
+endif
 
 # Kbuild writes into the source directory, so the module is built in a copy.
 module: $(MODULE)
@@ -55,7 +83,7 @@ $(MODULE): Kbuild kmod/*.c kmod/Kbuild kmod/arch/*/*.h uapi/linux/*.h | $(KDIR)/
 		{ echo "error: $(KDIR) lacks CONFIG_PREEMPT_NOTIFIERS=y" >&2; exit 1; }
 	@mkdir -p $(O)/kbuild
 	cp -r Kbuild kmod uapi $(O)/kbuild/
-	$(MAKE) -C $(KDIR) M=$(O)/kbuild modules
+	$(MAKE) -C $(KDIR) M=$(O)/kbuild $(KBUILD_ARCH) modules
 
 # ---- libfiber ---------------------------------------------------------------
 
@@ -157,57 +185,71 @@ $(O)/bench/%: bench/%.c $(LIB_HDRS) $(LIBFIBER_SO)
 bench:
 	@scripts/deps.sh --if-missing
 	@$(MAKE) --no-print-directory all
-	@echo "== native ($$(uname -m), $$(nproc) CPUs)"
-	@$(O)/bench/switch
-	@$(O)/bench/preempt cost
-	@echo "== VM (qemu-system-x86_64 -accel $(or $(VM_ACCEL),tcg), Debian $(KVER))"
-	@VM_OUT=$(O)/bench-vm VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
+	@echo "== $(TARGET) on this $$(uname -m) machine$(if $(RUN_TARGET), under qemu-user), $$(nproc) CPUs"
+	@$(RUN_TARGET) $(O)/bench/switch
+	@$(RUN_TARGET) $(O)/bench/preempt cost
+	@echo "== VM ($(TARGET), -accel $(or $(VM_ACCEL),tcg), Debian $(KVER))"
+	@$(VM_ENV) VM_OUT=$(O)/bench-vm VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
 	VM_FILES="$(BENCH_BINS) $(LIBFIBER_SO).1" \
 	VM_RUN="preempt,cost preempt,slices" scripts/vm-run.sh
 	@cat $(O)/bench-vm/preempt_cost.out $(O)/bench-vm/preempt_slices.out | grep -v '^@@FP'
 
 # ---- tests ------------------------------------------------------------------
 
-# Every test program's TAP ends up in $(O)/results; the summary reads them all.
-RESULTS := $(O)/results
+# Every test program's TAP ends up under $(RESULTS), one folder per lane;
+# the summary reads them all.
+RESULTS ?= $(abspath build)/results
 
 deps:
 	scripts/deps.sh
 
-# The first target a fresh machine runs: install what is missing, then test.
+# The first target a fresh machine runs: install what is missing, then run
+# every lane: natively (or under qemu-user) and in the VM, per architecture.
 check:
 	@scripts/deps.sh --if-missing
 	@rm -rf $(RESULTS)
-	@$(MAKE) --no-print-directory all
-	@$(MAKE) --no-print-directory -k host-check vm-check || true
+	@for a in $(ARCHES); do \
+		mkdir -p $(RESULTS)/lane-$$a; \
+		if $(MAKE) --no-print-directory ARCH=$$a RESULTS=$(RESULTS) all; then \
+			echo "ok 1 lane $$a: build"; else echo "not ok 1 lane $$a: build"; fi \
+			> $(RESULTS)/lane-$$a/lane.tap; \
+		$(MAKE) --no-print-directory -k ARCH=$$a RESULTS=$(RESULTS) host-check vm-check; \
+		if [ -f $(RESULTS)/vm-$$a/vm.tap ]; then echo "ok 2 lane $$a: the VM ran"; \
+		else echo "not ok 2 lane $$a: the VM ran"; fi >> $(RESULTS)/lane-$$a/lane.tap; \
+	done; true
+	@$(MAKE) --no-print-directory RESULTS=$(RESULTS) checkpatch-check
 	@scripts/tap-summary.sh $(RESULTS)/*/*.out $(RESULTS)/*/*.tap
 
 # Each program's TAP goes to NAME.out and its exit status to NAME.rc.
 host-check: all
-	@mkdir -p $(RESULTS)/host
+	@mkdir -p $(RESULTS)/host-$(ARCH)
 	@for t in $(SELFTESTS_LIB); do \
-		echo "== host: $$t"; \
-		timeout -s KILL 600 $(O)/selftests/$$t > $(RESULTS)/host/$$t.out 2>&1; \
-		echo $$? > $(RESULTS)/host/$$t.rc; \
-		grep -E '^(not )?ok |SKIP' $(RESULTS)/host/$$t.out || true; \
+		echo "== host ($(TARGET)): $$t"; \
+		timeout -s KILL 600 $(RUN_TARGET) $(O)/selftests/$$t > $(RESULTS)/host-$(ARCH)/$$t.out 2>&1; \
+		echo $$? > $(RESULTS)/host-$(ARCH)/$$t.rc; \
+		grep -E '^(not )?ok |SKIP' $(RESULTS)/host-$(ARCH)/$$t.out || true; \
 	done
+
+# The kernel's checkpatch.pl on the module, as one TAP test.
+checkpatch-check: $(KSFT_INC)/kselftest_harness.h
+	@mkdir -p $(RESULTS)/style
 	@perl $(KSFT_DIR)/scripts/checkpatch.pl --no-tree --strict --quiet -f \
-		kmod/*.c kmod/arch/*/*.h > $(RESULTS)/host/checkpatch.log 2>&1; \
+		kmod/*.c kmod/arch/*/*.h > $(RESULTS)/style/checkpatch.log 2>&1; \
 	if [ $$? -eq 0 ]; then echo "ok 1 checkpatch kmod/"; else \
-		echo "not ok 1 checkpatch kmod/"; sed 's/^/# /' $(RESULTS)/host/checkpatch.log; \
-	fi > $(RESULTS)/host/checkpatch.tap
+		echo "not ok 1 checkpatch kmod/"; sed 's/^/# /' $(RESULTS)/style/checkpatch.log; \
+	fi > $(RESULTS)/style/checkpatch.tap
 
 vm-check: all
-	VM_OUT=$(RESULTS)/vm-x86_64 VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
+	$(VM_ENV) VM_OUT=$(RESULTS)/vm-$(ARCH) VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
 	VM_FILES="$(SELFTEST_BINS) $(LIBFIBER_SO).1" VM_RUN="$(SELFTESTS_VM)" \
 	VM_AFTER="$(SELFTESTS_AFTER)" scripts/vm-run.sh
-	@rm -rf $(RESULTS)/vm-x86_64/root $(RESULTS)/vm-x86_64/initramfs.gz
+	@rm -rf $(RESULTS)/vm-$(ARCH)/root $(RESULTS)/vm-$(ARCH)/initramfs.gz
 
 # The seed example in the VM: preemption by the module, by a signal, then none.
 demo:
 	@scripts/deps.sh --if-missing
 	@$(MAKE) --no-print-directory all
-	@VM_OUT=$(O)/demo VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
+	@$(VM_ENV) VM_OUT=$(O)/demo VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
 	VM_FILES="$(EXAMPLE_BINS) $(LIBFIBER_SO).1" \
 	VM_RUN="fairness,--mode,kmod fairness,--mode,signal fairness,--mode,off" scripts/vm-run.sh
 	@cat $(addprefix $(O)/demo/fairness_--mode_,kmod.out signal.out off.out) | grep -v '^@@FP'
@@ -232,4 +274,4 @@ install: lib
 		$(LIB_DIR)/libfiber.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/libfiber.pc
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf build

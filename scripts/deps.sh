@@ -6,9 +6,12 @@ set -eu
 
 pkgs="gcc make libc6-dev liburing-dev pkg-config
       qemu-system-x86 busybox-static cpio gzip xz-utils
-      linux-source-6.1 linux-headers-amd64 linux-image-amd64"
+      linux-source-6.1 linux-headers-amd64 linux-image-amd64
+      gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-system-arm qemu-user-static"
 
 missing() {
+	# The arm64 kernel and busybox are fetched as arm64 packages.
+	dpkg --print-foreign-architectures | grep -qx arm64 || echo "(arm64 architecture)"
 	for p in $pkgs; do
 		dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null |
 			grep -q '^install ok installed' || echo "$p"
@@ -24,6 +27,7 @@ if [ "$(id -u)" != 0 ]; then
 	exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+dpkg --add-architecture arm64
 apt-get update -q
 # shellcheck disable=SC2086
 apt-get install -y -q --no-install-recommends $pkgs
