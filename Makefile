@@ -210,12 +210,12 @@ check:
 	@rm -rf $(RESULTS)
 	@for a in $(ARCHES); do \
 		mkdir -p $(RESULTS)/lane-$$a; \
-		if $(MAKE) --no-print-directory ARCH=$$a RESULTS=$(RESULTS) all; then \
-			echo "ok 1 lane $$a: build"; else echo "not ok 1 lane $$a: build"; fi \
-			> $(RESULTS)/lane-$$a/lane.tap; \
+		built=ok; ran=ok; \
+		$(MAKE) --no-print-directory ARCH=$$a RESULTS=$(RESULTS) all || built="not ok"; \
 		$(MAKE) --no-print-directory -k ARCH=$$a RESULTS=$(RESULTS) host-check vm-check; \
-		if [ -f $(RESULTS)/vm-$$a/vm.tap ]; then echo "ok 2 lane $$a: the VM ran"; \
-		else echo "not ok 2 lane $$a: the VM ran"; fi >> $(RESULTS)/lane-$$a/lane.tap; \
+		[ -f $(RESULTS)/vm-$$a/vm.tap ] || ran="not ok"; \
+		printf '%s 1 lane %s: build\n%s 2 lane %s: the VM ran\n' \
+			"$$built" $$a "$$ran" $$a > $(RESULTS)/lane-$$a/lane.tap; \
 	done; true
 	@$(MAKE) --no-print-directory RESULTS=$(RESULTS) checkpatch-check
 	@scripts/tap-summary.sh $(RESULTS)/*/*.out $(RESULTS)/*/*.tap
