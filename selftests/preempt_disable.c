@@ -8,7 +8,7 @@
 
 #include <stdatomic.h>
 
-#define SECTION_NS	50000000ULL	/* 50 slices of 1 ms */
+#define SECTION_NS	100000000ULL	/* 100 slices of 1 ms, 25 scheduler ticks */
 
 struct shared {
 	atomic_int other_ran;		/* the other fiber ran during the section */

@@ -9,7 +9,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 
-#define HANDLER_NS	30000000ULL	/* 30 slices of 1 ms */
+#define HANDLER_NS	100000000ULL	/* 100 slices of 1 ms, 25 scheduler ticks */
 
 static atomic_bool in_handler;
 static atomic_bool stop;
