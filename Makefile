@@ -170,15 +170,19 @@ $(O)/examples/%: examples/%.c $(LIB_HDRS) $(LIBFIBER_SO)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< $(LINK_FIBER)
 
+comma := ,
+
 # ---- benchmarks -------------------------------------------------------------
 
-BENCHES := switch preempt
+BENCHES := switch preempt $(if $(filter aarch64,$(TARGET)),sigreturn)
 BENCH_BINS := $(addprefix $(O)/bench/,$(BENCHES))
+BENCH_VM_RUN := preempt,cost preempt,slices $(if $(filter aarch64,$(TARGET)),sigreturn)
 
 benches: $(BENCH_BINS)
+$(O)/bench/sigreturn: bench/sigreturn_aarch64.S
 $(O)/bench/%: bench/%.c $(LIB_HDRS) $(LIBFIBER_SO)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< $(LINK_FIBER)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< $(filter %.S,$^) $(LINK_FIBER)
 
 # User-space costs natively; preemption costs in the VM, where the module
 # runs (under TCG the ratios mean something, the absolute times do not).
@@ -191,8 +195,8 @@ bench:
 	@echo "== VM ($(TARGET), -accel $(or $(VM_ACCEL),tcg), Debian $(KVER))"
 	@$(VM_ENV) VM_OUT=$(O)/bench-vm VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
 	VM_FILES="$(BENCH_BINS) $(LIBFIBER_SO).1" \
-	VM_RUN="preempt,cost preempt,slices" scripts/vm-run.sh
-	@cat $(O)/bench-vm/preempt_cost.out $(O)/bench-vm/preempt_slices.out | grep -v '^@@FP'
+	VM_RUN="$(BENCH_VM_RUN)" scripts/vm-run.sh
+	@cat $(addprefix $(O)/bench-vm/,$(addsuffix .out,$(subst $(comma),_,$(BENCH_VM_RUN)))) | grep -v '^@@FP'
 
 # ---- tests ------------------------------------------------------------------
 
