@@ -266,14 +266,17 @@ checkpatch: $(KSFT_INC)/kselftest_harness.h
 PREFIX  ?= /usr/local
 LIBDIR  ?= $(PREFIX)/lib
 INCDIR  ?= $(PREFIX)/include
+MANDIR  ?= $(PREFIX)/share/man
 
-# libfiber for programs: the libraries, fiber.h and a pkg-config file.
+# libfiber for programs: the libraries, fiber.h, a pkg-config file, the man page.
 install: lib
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR)
 	install -m 644 $(LIBFIBER_A) $(DESTDIR)$(LIBDIR)/
 	install -m 755 $(LIBFIBER_SO).1 $(DESTDIR)$(LIBDIR)/
 	ln -sf libfiber.so.1 $(DESTDIR)$(LIBDIR)/libfiber.so
 	install -m 644 $(LIB_DIR)/include/fiber.h $(DESTDIR)$(INCDIR)/
+	install -d $(DESTDIR)$(MANDIR)/man3
+	install -m 644 man/libfiber.3 $(DESTDIR)$(MANDIR)/man3/
 	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCDIR@|$(INCDIR)|' \
 		$(LIB_DIR)/libfiber.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/libfiber.pc
 
