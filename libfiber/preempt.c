@@ -109,10 +109,11 @@ void fiber_upcall_handler(struct fiber_upcall_frame *frame)
 {
 	struct fiber_worker *w = fiber_tls_worker;
 
+	/* While in_upcall is set, the hook (program code) is not preempted. */
+	if (w->current && fiber_upcall_inject)
+		fiber_upcall_inject();
 	w->ctl.in_upcall = 0;
 	if (w->current) {
-		if (fiber_upcall_inject)
-			fiber_upcall_inject();
 		/*
 		 * Nothing else could run here: a new slice, not a switch.
 		 * Racy reads: a fiber queued meanwhile waits one more slice.
