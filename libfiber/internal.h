@@ -65,7 +65,6 @@ struct fiber_worker {
 	struct fiber_queue pinned;	/* preempted fibers, this worker only */
 	uint64_t switches;
 	int init_error;			/* set once the worker has started */
-	bool started;
 	/* signal backend */
 	timer_t timer;
 	bool timer_armed;
@@ -118,7 +117,6 @@ int fiber_preempt_setup(enum fiber_preempt_mode *mode) FIBER_HIDDEN;
 void fiber_preempt_teardown(void) FIBER_HIDDEN;
 int fiber_preempt_worker_start(struct fiber_worker *w) FIBER_HIDDEN;
 void fiber_preempt_worker_stop(struct fiber_worker *w) FIBER_HIDDEN;
-bool fiber_pc_preemptible(uint64_t pc) FIBER_HIDDEN;
 
 /* arch/<arch>/context.c */
 void *fiber_arch_init_stack(void *top, struct fiber *f) FIBER_HIDDEN;

@@ -92,7 +92,7 @@ static int find_program_text(struct dl_phdr_info *info, size_t size, void *data)
 	return 1;
 }
 
-bool fiber_pc_preemptible(uint64_t pc)
+static bool pc_preemptible(uint64_t pc)
 {
 	unsigned int i;
 
@@ -169,7 +169,7 @@ static void preempt_signal_handler(int sig, siginfo_t *si, void *ucv)
 		counter = &ctl->deferred_signal;
 	else if (ctl->preempt_off)
 		counter = &ctl->deferred_off;
-	else if (!fiber_pc_preemptible(pc))
+	else if (!pc_preemptible(pc))
 		counter = &ctl->deferred_pc;
 	else
 		counter = &ctl->delivered;

@@ -216,7 +216,6 @@ static void *worker_main(void *arg)
 
 	pthread_mutex_lock(&fiber_sched.lock);
 	w->init_error = err;
-	w->started = true;
 	fiber_sched.started_workers++;
 	pthread_cond_broadcast(&fiber_sched.done);
 	pthread_mutex_unlock(&fiber_sched.lock);
