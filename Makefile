@@ -128,7 +128,7 @@ LINK_FIBER := -L$(O)/lib -lfiber -Wl,-rpath,'$$ORIGIN/../lib' -pthread
 # Tests of the device alone, and of libfiber in every mode (these also run
 # natively, where the kmod variants skip).
 SELFTESTS_DEV := device register threads lifetime
-SELFTESTS_LIB := fibers fairness preempt_disable libc_safety libc_safety_static \
+SELFTESTS_LIB := fibers fairness preempt_disable errno libc_safety libc_safety_static \
 		 signal_handler rseq regs unwind
 SELFTESTS_AFTER := unloaded
 SELFTESTS_VM := $(SELFTESTS_DEV) $(SELFTESTS_LIB)

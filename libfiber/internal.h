@@ -26,8 +26,7 @@ enum fiber_state {
 
 /* What the scheduler does with the fiber that just switched to it. */
 enum fiber_action {
-	FIBER_ACT_YIELD,	/* runnable again, may migrate */
-	FIBER_ACT_PREEMPTED,	/* runnable again, on this worker only */
+	FIBER_ACT_YIELD,	/* runnable again */
 	FIBER_ACT_BLOCK,	/* parked; sched.lock is held, release it */
 	FIBER_ACT_EXIT,		/* returned; sched.lock is held */
 };
@@ -40,8 +39,9 @@ struct fiber {
 	void *arg;
 	void *ret;
 	enum fiber_state state;
-	int pinned;			/* worker index, or -1 when it may migrate */
+	int pinned;			/* worker index, or -1 when any may run it */
 	uint32_t preempt_off;		/* ctl->preempt_off while switched out */
+	int saved_errno;		/* errno while switched out */
 	struct fiber *next;		/* run queue or sleep list link */
 	uint64_t ticket;		/* when it became runnable: FIFO across queues */
 	struct fiber *joiner;		/* fiber blocked in fiber_join() on this one */
@@ -62,7 +62,7 @@ struct fiber_worker {
 	void *sched_sp;			/* the worker's own stack while a fiber runs */
 	struct fiber *current;
 	enum fiber_action action;
-	struct fiber_queue pinned;	/* preempted fibers, this worker only */
+	struct fiber_queue pinned;	/* fibers that run on this worker only */
 	uint64_t switches;
 	int init_error;			/* set once the worker has started */
 	/* signal backend */
@@ -88,6 +88,7 @@ struct fiber_sched {
 
 	/* Fixed once started. */
 	enum fiber_preempt_mode mode;
+	unsigned int flags;		/* FIBER_MIGRATE* */
 	uint64_t slice_ns;
 	size_t stack_size;
 	unsigned int nr_workers;
@@ -111,6 +112,7 @@ extern const char fiber_upcall_end[] FIBER_HIDDEN;
 /* sched.c */
 void fiber_main(struct fiber *f) FIBER_HIDDEN __attribute__((noreturn));
 void fiber_preempted(struct fiber_worker *w) FIBER_HIDDEN;
+void fiber_yield_here(void) FIBER_HIDDEN;
 
 /* preempt.c */
 int fiber_preempt_setup(enum fiber_preempt_mode *mode) FIBER_HIDDEN;

@@ -8,9 +8,17 @@
  * on it only once the fiber's stack is saved, so a fiber is never made
  * runnable elsewhere while its worker is still running on its stack.
  *
- * One mutex guards the queues. Fibers that stopped in a libfiber call go
- * to the shared run queue and may migrate; fibers preempted at an
- * arbitrary instruction go to their worker's own queue.
+ * One mutex guards the queues. A new fiber waits in the shared run queue
+ * for any worker; from its first run on it goes to that worker's own
+ * queue, since its code may keep thread-local addresses in registers.
+ * With FIBER_MIGRATE, fibers that stopped in a libfiber call outside a
+ * preempt-off section (a held lock among them: its owner is the thread)
+ * go back to the shared queue; with FIBER_MIGRATE_PREEMPTED, preempted
+ * fibers too.
+ *
+ * Fibers on one worker share its thread's errno: the worker loop saves it
+ * when a fiber stops and restores it before the fiber runs again, so each
+ * fiber sees its own, wherever it resumes.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -70,6 +78,9 @@ static void make_runnable(struct fiber *f)
 	f->ticket = ++fiber_sched.tickets;
 	if (f->pinned >= 0) {
 		queue_push(&fiber_sched.workers[f->pinned].pinned, f);
+		/* Its worker may be the one asleep. */
+		if (fiber_sched.idle_workers)
+			pthread_cond_broadcast(&fiber_sched.idle);
 		return;
 	}
 	queue_push(&fiber_sched.runq, f);
@@ -88,25 +99,51 @@ static void wake_sleepers(uint64_t now)
 	}
 }
 
+/* Whether the fiber stopping now may resume on another worker. */
+static bool may_migrate(struct fiber *f, bool preempted)
+{
+	unsigned int need = preempted ? FIBER_MIGRATE_PREEMPTED : FIBER_MIGRATE;
+
+	return (fiber_sched.flags & need) && !f->preempt_off;
+}
+
 /*
- * Back to the worker's loop; returns when the fiber runs again. Only a
- * fiber stopped here, in a libfiber call, may move to another worker.
+ * Back to the worker's loop; returns when the fiber runs again. preempted:
+ * the fiber stops at an arbitrary instruction of its own code, or inside a
+ * call it does not know is libfiber's, not in a libfiber call.
  */
-static void switch_to_worker(struct fiber_worker *w, enum fiber_action action)
+static void switch_to_worker(struct fiber_worker *w, enum fiber_action action,
+			     bool preempted)
 {
 	struct fiber *f = w->current;
 
 	w->action = action;
-	f->pinned = action == FIBER_ACT_PREEMPTED ? (int)w->index : -1;
 	f->preempt_off = w->ctl.preempt_off;
+	f->pinned = may_migrate(f, preempted) ? -1 : (int)w->index;
 	fiber_switch(&f->sp, w->sched_sp);
 }
 
-/* Called on the fiber's stack by the upcall handler. */
+/*
+ * Called on the fiber's stack by the upcall handler, or when a preemption
+ * that came due during a preempt-off section is taken at its end.
+ */
 void fiber_preempted(struct fiber_worker *w)
 {
 	w->current->stats.preemptions++;
-	switch_to_worker(w, FIBER_ACT_PREEMPTED);
+	switch_to_worker(w, FIBER_ACT_YIELD, true);
+}
+
+/*
+ * A yield that keeps the fiber on its worker: for waits inside calls the
+ * program believes are plain libc ones (an interposed lock), across which
+ * the compiler may keep thread-local addresses.
+ */
+void fiber_yield_here(void)
+{
+	struct fiber_worker *w = fiber_tls_worker;
+
+	if (w && w->current)
+		switch_to_worker(w, FIBER_ACT_YIELD, true);
 }
 
 static void free_fiber(struct fiber *f)
@@ -120,7 +157,6 @@ static void after_switch(struct fiber_worker *w, struct fiber *f)
 {
 	switch (w->action) {
 	case FIBER_ACT_YIELD:
-	case FIBER_ACT_PREEMPTED:
 		make_runnable(f);
 		break;
 	case FIBER_ACT_BLOCK:
@@ -195,7 +231,9 @@ static void worker_loop(struct fiber_worker *w)
 		w->ctl.pending = 0;
 		/* A plain store: only this thread and its own interrupts look. */
 		w->ctl.switch_count++;
+		errno = f->saved_errno;
 		fiber_switch(&w->sched_sp, f->sp);
+		f->saved_errno = errno;
 		w->current = NULL;
 
 		if (w->action != FIBER_ACT_BLOCK && w->action != FIBER_ACT_EXIT)
@@ -237,7 +275,7 @@ void fiber_main(struct fiber *f)
 	/* The fiber may have migrated: find its worker again. */
 	w = fiber_tls_worker;
 	pthread_mutex_lock(&fiber_sched.lock);
-	switch_to_worker(w, FIBER_ACT_EXIT);
+	switch_to_worker(w, FIBER_ACT_EXIT, false);
 	__builtin_unreachable();
 }
 
@@ -300,6 +338,10 @@ int fiber_sched_start(const struct fiber_config *cfg)
 		c = *cfg;
 	if (c.mode > FIBER_PREEMPT_OFF)
 		return -EINVAL;
+	if (c.flags & ~(FIBER_MIGRATE | FIBER_MIGRATE_PREEMPTED))
+		return -EINVAL;
+	if (c.flags & FIBER_MIGRATE_PREEMPTED)
+		c.flags |= FIBER_MIGRATE;
 	if (c.slice_ns && (c.slice_ns < FIBER_PREEMPT_MIN_SLICE_NS ||
 			   c.slice_ns > FIBER_PREEMPT_MAX_SLICE_NS))
 		return -EINVAL;
@@ -320,6 +362,7 @@ int fiber_sched_start(const struct fiber_config *cfg)
 	fiber_sched.stack_size = c.stack_size ? c.stack_size : DEFAULT_STACK_SIZE;
 	fiber_sched.stack_size = (fiber_sched.stack_size + page - 1) & ~(size_t)(page - 1);
 	fiber_sched.mode = c.mode;
+	fiber_sched.flags = c.flags;
 	fiber_sched.workers = aligned_alloc(_Alignof(struct fiber_worker),
 					    fiber_sched.nr_workers * sizeof(struct fiber_worker));
 	if (!fiber_sched.workers) {
@@ -413,7 +456,7 @@ int fiber_join(fiber_t *f, void **ret)
 		if (w && w->current) {
 			f->joiner = w->current;
 			w->current->state = FIBER_BLOCKED;
-			switch_to_worker(w, FIBER_ACT_BLOCK);
+			switch_to_worker(w, FIBER_ACT_BLOCK, false);
 			pthread_mutex_lock(&fiber_sched.lock);
 		}
 		while (f->state != FIBER_DONE)
@@ -439,7 +482,7 @@ void fiber_yield(void)
 	struct fiber_worker *w = fiber_tls_worker;
 
 	if (w && w->current)
-		switch_to_worker(w, FIBER_ACT_YIELD);
+		switch_to_worker(w, FIBER_ACT_YIELD, false);
 }
 
 int fiber_sleep(uint64_t ns)
@@ -465,7 +508,7 @@ int fiber_sleep(uint64_t ns)
 	/* A worker waiting for the old earliest deadline must look again. */
 	if (fiber_sched.idle_workers)
 		pthread_cond_signal(&fiber_sched.idle);
-	switch_to_worker(w, FIBER_ACT_BLOCK);
+	switch_to_worker(w, FIBER_ACT_BLOCK, false);
 	return 0;
 }
 
@@ -494,8 +537,12 @@ void fiber_preempt_enable(void)
 	if (!ctl || !ctl->preempt_off)
 		return;
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
-	if (--ctl->preempt_off == 0 && ctl->pending)
-		fiber_yield();
+	/*
+	 * A preemption that came due is taken as one: the fiber stays on this
+	 * worker, since the section's code may hold thread-local addresses.
+	 */
+	if (--ctl->preempt_off == 0 && ctl->pending && fiber_tls_worker->current)
+		fiber_preempted(fiber_tls_worker);
 }
 
 unsigned int fiber_worker_count(void)

@@ -15,22 +15,30 @@
 struct spin {
 	atomic_bool *stop;
 	volatile uint64_t count;
-};
+	int worker;			/* where it first ran */
+	bool moved;			/* it ran on another worker later */
+} __attribute__((aligned(128)));	/* no false sharing between workers */
 
 static void *spin_main(void *arg)
 {
 	struct spin *s = arg;
 
-	while (!atomic_load_explicit(s->stop, memory_order_relaxed))
+	s->worker = fiber_worker_index();
+	while (!atomic_load_explicit(s->stop, memory_order_relaxed)) {
 		s->count++;
+		if (!(s->count & 0xfff) && fiber_worker_index() != s->worker)
+			s->moved = true;
+	}
 	return NULL;
 }
 
-/* Runs NR_FIBERS spinners for RUN_NS; returns min/max of their counts. */
-static double run(struct __test_metadata *_metadata, enum fiber_preempt_mode mode,
-		  uint64_t *preemptions, bool *skipped)
+/*
+ * Runs nr spinners under cfg for RUN_NS; returns min/max of their counts.
+ * *moved: whether any spinner ran on more than one worker.
+ */
+static double run(struct __test_metadata *_metadata, const struct fiber_config *cfg, int nr,
+		  uint64_t *preemptions, bool *moved, bool *skipped)
 {
-	struct fiber_config cfg = { .workers = 1, .mode = mode, .slice_ns = 1000000 };
 	struct spin s[NR_FIBERS];
 	fiber_t *f[NR_FIBERS];
 	atomic_bool stop = false;
@@ -38,24 +46,26 @@ static double run(struct __test_metadata *_metadata, enum fiber_preempt_mode mod
 	int ret, i;
 
 	*skipped = false;
-	ret = fiber_sched_start(&cfg);
+	*moved = false;
+	ret = fiber_sched_start(cfg);
 	if (ret == -ENODEV) {
 		*skipped = true;
 		return 0;
 	}
 	EXPECT_EQ(0, ret);
-	for (i = 0; i < NR_FIBERS; i++) {
+	for (i = 0; i < nr; i++) {
+		memset(&s[i], 0, sizeof(s[i]));
 		s[i].stop = &stop;
-		s[i].count = 0;
 		EXPECT_EQ(0, fiber_spawn(&f[i], spin_main, &s[i]));
 	}
 	fiber_sleep(RUN_NS);
 	atomic_store(&stop, true);
-	for (i = 0; i < NR_FIBERS; i++) {
+	for (i = 0; i < nr; i++) {
 		EXPECT_EQ(0, fiber_join(f[i], NULL));
 		min = s[i].count < min ? s[i].count : min;
 		max = s[i].count > max ? s[i].count : max;
-		TH_LOG("mode %s fiber %d: %lu", fiber_preempt_mode_name(mode), i, s[i].count);
+		*moved |= s[i].moved;
+		TH_LOG("mode %s fiber %d: %lu", fiber_preempt_mode_name(cfg->mode), i, s[i].count);
 	}
 	*preemptions = FIBER_STAT_SUM(preemptions);
 	EXPECT_EQ(0, fiber_sched_stop());
@@ -66,9 +76,10 @@ FIBER_MODE_FIXTURE(fair);
 
 TEST_F(fair, near_equal_shares)
 {
+	struct fiber_config cfg = { .workers = 1, .mode = variant->mode, .slice_ns = 1000000 };
 	uint64_t preemptions;
-	bool skipped;
-	double ratio = run(_metadata, variant->mode, &preemptions, &skipped);
+	bool skipped, moved;
+	double ratio = run(_metadata, &cfg, NR_FIBERS, &preemptions, &moved, &skipped);
 
 	if (skipped)
 		SKIP(return, "kmod mode: /dev/fiber_preempt absent (module not loaded)");
@@ -78,11 +89,41 @@ TEST_F(fair, near_equal_shares)
 	ASSERT_LT(0.5, ratio);
 }
 
+/* 3 spinners on 2 workers: pinned by default, equal shares when they may move. */
+TEST_F(fair, three_on_two_workers_migrating)
+{
+	struct fiber_config cfg = { .workers = 2, .mode = variant->mode, .slice_ns = 1000000,
+				    .flags = FIBER_MIGRATE_PREEMPTED };
+	uint64_t preemptions;
+	bool skipped, moved;
+	double ratio = run(_metadata, &cfg, 3, &preemptions, &moved, &skipped);
+
+	if (skipped)
+		SKIP(return, "kmod mode: /dev/fiber_preempt absent (module not loaded)");
+	TH_LOG("min/max %.3f, %lu preemptions", ratio, preemptions);
+	ASSERT_TRUE(moved);
+	ASSERT_LT(0.9, ratio);
+}
+
+TEST_F(fair, three_on_two_workers_pinned)
+{
+	struct fiber_config cfg = { .workers = 2, .mode = variant->mode, .slice_ns = 1000000 };
+	uint64_t preemptions;
+	bool skipped, moved;
+
+	run(_metadata, &cfg, 3, &preemptions, &moved, &skipped);
+	if (skipped)
+		SKIP(return, "kmod mode: /dev/fiber_preempt absent (module not loaded)");
+	ASSERT_LT(0, preemptions);
+	ASSERT_FALSE(moved);
+}
+
 TEST(cooperative_monopoly)
 {
+	struct fiber_config cfg = { .workers = 1, .mode = FIBER_PREEMPT_OFF, .slice_ns = 1000000 };
 	uint64_t preemptions;
-	bool skipped;
-	double ratio = run(_metadata, FIBER_PREEMPT_OFF, &preemptions, &skipped);
+	bool skipped, moved;
+	double ratio = run(_metadata, &cfg, NR_FIBERS, &preemptions, &moved, &skipped);
 
 	ASSERT_FALSE(skipped);
 	ASSERT_EQ(0, preemptions);

@@ -80,6 +80,53 @@ TEST_F_TIMEOUT(pd, section_is_honoured, 120)
 	ASSERT_TRUE(sh.yielded_at_enable);
 }
 
+#define SECTIONS	100
+
+/*
+ * A section's code may keep a thread-local address (errno's) in a
+ * register: the preemption taken at its end must not move the fiber.
+ */
+static void *mover_main(void *arg)
+{
+	long moved = 0;
+	int i, before;
+	uint64_t end;
+
+	for (i = 0; i < SECTIONS; i++) {
+		fiber_preempt_disable();
+		before = fiber_worker_index();
+		end = test_thread_cpu_ns() + 3000000;
+		while (test_thread_cpu_ns() < end)
+			;
+		fiber_preempt_enable();
+		if (fiber_worker_index() != before)
+			moved++;
+	}
+	return (void *)moved;
+}
+
+TEST_F_TIMEOUT(pd, enable_keeps_the_worker, 300)
+{
+	struct fiber_config cfg = { .workers = 2, .mode = variant->mode, .slice_ns = 100000 };
+	fiber_t *f[4];
+	long moved = 0;
+	void *ret;
+	int i;
+
+	FIBER_START(&cfg);
+	for (i = 0; i < 4; i++)
+		ASSERT_EQ(0, fiber_spawn(&f[i], mover_main, NULL));
+	for (i = 0; i < 4; i++) {
+		ASSERT_EQ(0, fiber_join(f[i], &ret));
+		moved += (long)ret;
+	}
+	TH_LOG("%ld of %d sections ended on another worker; %lu deferred_off",
+	       moved, 4 * SECTIONS, FIBER_STAT_SUM(deferred_off));
+	ASSERT_LT(0, FIBER_STAT_SUM(deferred_off));
+	ASSERT_EQ(0, moved);
+	ASSERT_EQ(0, fiber_sched_stop());
+}
+
 TEST(disable_outside_fiber_is_harmless)
 {
 	fiber_preempt_disable();

@@ -23,11 +23,14 @@
  * unless the handler was installed with SA_NODEFER and an empty mask),
  * preemption waits.
  *
- * A fiber preempted at an arbitrary instruction resumes on the worker it
- * was preempted on, since its code may hold the address of a thread-local
- * variable in a register. A fiber that stops in a libfiber call (yield,
- * sleep, join) may resume on another worker: do not keep addresses of
- * thread-locals (errno's included) across those calls.
+ * Thread-local state: a fiber runs on one worker thread, the first one
+ * to run it, so the thread-local addresses its code computed once (the
+ * compiler may keep them in registers across any call, errno's included:
+ * __errno_location() is a const function) stay valid. errno itself is
+ * per fiber: saved when a fiber stops and restored when it resumes. Other
+ * thread-locals (and the signal mask) are the worker's, shared by the
+ * fibers that run on it. Programs that accept the hazard can let fibers
+ * migrate (struct fiber_config's flags).
  *
  * Errors: every function that can fail returns a negative errno value
  * (-EINVAL, -ENOMEM, ...) and 0 or a positive value on success; errno is
@@ -50,11 +53,28 @@ enum fiber_preempt_mode {
 	FIBER_PREEMPT_OFF,
 };
 
+/*
+ * Let a fiber that stopped in a libfiber call (yield, sleep, join) outside
+ * any preempt-off section resume on another worker. The program then
+ * promises that no function keeps a thread-local address across such a
+ * call: with gcc, a function that reads errno both before and after
+ * fiber_yield() reads the old worker's errno after a move.
+ */
+#define FIBER_MIGRATE			(1U << 0)
+/*
+ * FIBER_MIGRATE, and preempted fibers may move too, so that CPU-bound
+ * fibers share all workers equally. The program promises that its code
+ * keeps no thread-local address in a register at any instruction: in
+ * practice, fibers that touch no thread-locals (errno included).
+ */
+#define FIBER_MIGRATE_PREEMPTED		(1U << 1)
+
 struct fiber_config {
 	unsigned int workers;		/* worker threads; 0 means 1 */
 	enum fiber_preempt_mode mode;
 	uint64_t slice_ns;		/* 0 means 1 ms; at least 10 us */
 	size_t stack_size;		/* per fiber; 0 means 256 KiB */
+	unsigned int flags;		/* FIBER_MIGRATE* */
 };
 
 /* Statistics of one worker, since the scheduler started. */
