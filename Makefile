@@ -89,7 +89,7 @@ $(MODULE): Kbuild kmod/*.c kmod/Kbuild kmod/arch/*/*.h uapi/linux/*.h | $(KDIR)/
 
 LIB_ARCH   := $(TARGET)
 LIB_DIR    := libfiber
-LIB_SRCS   := $(LIB_DIR)/sched.c $(LIB_DIR)/preempt.c $(LIB_DIR)/arch/$(LIB_ARCH)/context.c \
+LIB_SRCS   := $(LIB_DIR)/sched.c $(LIB_DIR)/preempt.c $(LIB_DIR)/unwind.c $(LIB_DIR)/arch/$(LIB_ARCH)/context.c \
 	      $(LIB_DIR)/arch/$(LIB_ARCH)/switch.S $(LIB_DIR)/arch/$(LIB_ARCH)/upcall.S
 LIB_OBJS   := $(patsubst $(LIB_DIR)/%,$(O)/libfiber/%.o,$(LIB_SRCS))
 LIB_HDRS   := $(wildcard $(LIB_DIR)/*.h $(LIB_DIR)/include/*.h $(LIB_DIR)/arch/*/*.h) uapi/linux/fiber_preempt.h
@@ -117,7 +117,7 @@ $(LIBFIBER_SO): $(LIB_OBJS) $(LIB_DIR)/libfiber.map
 	@mkdir -p $(dir $@)
 	$(CC) -shared -o $@.1 -Wl,-soname,libfiber.so.1 \
 		-Wl,--version-script,$(LIB_DIR)/libfiber.map -Wl,-z,noexecstack \
-		$(LIB_OBJS) -pthread
+		$(LIB_OBJS) -pthread -ldl
 	ln -sf libfiber.so.1 $@
 
 # Programs link libfiber dynamically, as users' programs do.
@@ -129,7 +129,7 @@ LINK_FIBER := -L$(O)/lib -lfiber -Wl,-rpath,'$$ORIGIN/../lib' -pthread
 # natively, where the kmod variants skip).
 SELFTESTS_DEV := device register threads lifetime
 SELFTESTS_LIB := fibers fairness preempt_disable errno libc_safety libc_safety_static \
-		 signal_handler rseq regs unwind
+		 safe_points signal_handler rseq regs unwind
 SELFTESTS_AFTER := unloaded
 SELFTESTS_VM := $(SELFTESTS_DEV) $(SELFTESTS_LIB)
 SELFTEST_BINS := $(addprefix $(O)/selftests/,$(SELFTESTS_VM) $(SELFTESTS_AFTER))

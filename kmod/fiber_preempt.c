@@ -21,7 +21,10 @@
  * trampoline. The thread leaves the interrupt already inside the
  * trampoline, which saves every register and switches fibers: no signal
  * frame, no sigreturn, no -EINTR in a syscall. Otherwise it sets
- * ctl->pending and retries after retry_us, as Go's sysmon retries.
+ * ctl->pending and retries after retry_us, as Go's sysmon retries. The
+ * library may decline an upcall (it walks the fiber's stack and finds a
+ * frame that must not be interrupted) by returning to the interrupted
+ * PC without a switch: the module then retries after retry_us as well.
  *
  * rseq: a thread interrupted inside an rseq critical section must resume
  * at the section's abort handler, or the section would complete after
@@ -277,13 +280,18 @@ static enum hrtimer_restart fp_timer_fn(struct hrtimer *timer)
 	if (unlikely(current != reg->task))
 		return HRTIMER_NORESTART;
 	fp_account(reg, now);
+	/*
+	 * After a delivery the slice stays used up: if the upcall switched
+	 * fibers (or started a new slice), switch_count moved and the next
+	 * firing finds a fresh slice; if the library declined the upcall
+	 * (a frame of the fiber's stack may not be interrupted), the next
+	 * firing, retry_us later, tries again.
+	 */
 	if (reg->used_ns >= reg->slice_ns) {
 		ctl->fired++;
 		counter = fp_try_deliver(reg);
 		(*counter)++;
-		if (counter == &ctl->delivered)
-			reg->used_ns = 0;
-		else
+		if (counter != &ctl->delivered)
 			WRITE_ONCE(ctl->pending, 1);
 	}
 	hrtimer_forward_now(timer, ns_to_ktime(fp_time_left(reg)));

@@ -35,6 +35,7 @@ struct fiber {
 	void *sp;			/* saved stack pointer while switched out */
 	void *map;			/* stack mapping, guard page first */
 	size_t map_size;
+	uintptr_t stack_lo, stack_hi;	/* the usable stack, for the walker */
 	void *(*fn)(void *);
 	void *arg;
 	void *ret;
@@ -64,6 +65,7 @@ struct fiber_worker {
 	enum fiber_action action;
 	struct fiber_queue pinned;	/* fibers that run on this worker only */
 	uint64_t switches;
+	uint64_t deferred_stack;	/* upcalls declined: a frame not preemptible */
 	int init_error;			/* set once the worker has started */
 	/* signal backend */
 	timer_t timer;
@@ -96,6 +98,9 @@ struct fiber_sched {
 	int dev_fd;
 	unsigned int nr_ranges;
 	struct fiber_preempt_range ranges[FIBER_PREEMPT_MAX_RANGES];
+	/* fiber_preempt_add_library() names, resolved at start. */
+	unsigned int nr_libs;
+	const char *libs[FIBER_PREEMPT_MAX_LIBS];
 };
 
 extern struct fiber_sched fiber_sched FIBER_HIDDEN;
@@ -105,12 +110,13 @@ extern FIBER_TLS struct fiber_preempt_ctl *fiber_tls_ctl FIBER_HIDDEN;
 /* arch/<arch>/switch.S */
 void fiber_switch(void **save_sp, void *load_sp) FIBER_HIDDEN;
 void fiber_entry(void) FIBER_HIDDEN;
+extern const char fiber_entry_ret[] FIBER_HIDDEN;
 /* arch/<arch>/upcall.S: [entry, end) is the trampoline */
 void fiber_upcall_entry(void) FIBER_HIDDEN;
 extern const char fiber_upcall_end[] FIBER_HIDDEN;
 
 /* sched.c */
-void fiber_main(struct fiber *f) FIBER_HIDDEN __attribute__((noreturn));
+void fiber_exit(struct fiber *f, void *ret) FIBER_HIDDEN __attribute__((noreturn));
 void fiber_preempted(struct fiber_worker *w) FIBER_HIDDEN;
 void fiber_yield_here(void) FIBER_HIDDEN;
 

@@ -16,8 +16,16 @@
  * signal mask is the worker's usual one), preemption is not disabled, and the
  * PC is in the program's own code: the executable's text, minus libfiber
  * when it is linked in statically (its code lives in the libfiber_text
- * section for that reason). Shared libraries are never interrupted, so a
- * fiber is never switched out holding a libc lock.
+ * section for that reason), plus the libraries the program opted in.
+ * Those are checked where the thread was interrupted (by the module, or
+ * the signal handler). Then, in the upcall, every frame of the fiber's
+ * stack must be in that code too, down to the fiber's first frame: libc
+ * calls program code back while it holds locks (qsort, dl_iterate_phdr,
+ * fopencookie, a malloc the program defines), and only a walk of the
+ * stack (unwind.c) sees that. If a frame is elsewhere, or the stack cannot
+ * be walked, the upcall returns to the interrupted instruction at once and
+ * the preemption stays pending: the module retries after its retry delay,
+ * since the fiber's switch count did not move.
  *
  * rseq critical sections need nothing here: the module resumes an
  * interrupted one at its abort handler, and signal delivery makes the
@@ -31,7 +39,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <dlfcn.h>
+#include <stdlib.h>
+
 #include "internal.h"
+#include "unwind.h"
 
 #define PREEMPT_SIGNAL	SIGURG
 #define RETRY_NS	20000ULL
@@ -77,10 +89,11 @@ static void add_program_range(uint64_t start, uint64_t end)
 	add_range(lib_end, end);
 }
 
-/* The first object dl_iterate_phdr() reports is the executable. */
-static int find_program_text(struct dl_phdr_info *info, size_t size, void *data)
+/* Adds an object's code to the preemptible ranges and the walker's index. */
+static int add_object(struct dl_phdr_info *info)
 {
-	int i;
+	unsigned int before = fiber_sched.nr_ranges;
+	int i, err;
 
 	for (i = 0; i < info->dlpi_phnum; i++) {
 		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
@@ -89,7 +102,115 @@ static int find_program_text(struct dl_phdr_info *info, size_t size, void *data)
 			add_program_range(info->dlpi_addr + ph->p_vaddr,
 					  info->dlpi_addr + ph->p_vaddr + ph->p_memsz);
 	}
+	err = fiber_unwind_add_object(info);
+	/* Without CFI its code may not be interrupted: no walk could vouch. */
+	if (err)
+		fiber_sched.nr_ranges = before;
+	return err;
+}
+
+/* The first object dl_iterate_phdr() reports is the executable. */
+static int find_program_text(struct dl_phdr_info *info, size_t size, void *data)
+{
+	*(int *)data = add_object(info);
 	return 1;
+}
+
+struct lib_lookup {
+	uintptr_t addr;			/* its load address, from the loader */
+	int err;
+};
+
+static int find_library(struct dl_phdr_info *info, size_t size, void *data)
+{
+	struct lib_lookup *l = data;
+
+	if (info->dlpi_addr != l->addr || !info->dlpi_name || !info->dlpi_name[0])
+		return 0;
+	l->err = add_object(info);
+	return 1;
+}
+
+/*
+ * Makes the loaded object name preemptible and keeps it loaded for good
+ * (RTLD_NODELETE), so the walker's index never points at unmapped CFI.
+ */
+static int add_library(const char *name)
+{
+	struct lib_lookup l = { .err = -ENOENT };
+	struct link_map *map;
+	void *handle = dlopen(name, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
+
+	if (!handle)
+		return -ENOENT;
+	if (!dlinfo(handle, RTLD_DI_LINKMAP, &map)) {
+		l.addr = map->l_addr;
+		dl_iterate_phdr(find_library, &l);
+	}
+	dlclose(handle);
+	return l.err == -ENOEXEC || l.err == -ENOSPC ? -ENOSPC : l.err;
+}
+
+int fiber_preempt_add_library(const char *name)
+{
+	void *handle;
+
+	if (!name || !*name)
+		return -EINVAL;
+	if (fiber_sched.running)
+		return -EBUSY;
+	if (fiber_sched.nr_libs == FIBER_PREEMPT_MAX_LIBS)
+		return -ENOSPC;
+	handle = dlopen(name, RTLD_LAZY | RTLD_NOLOAD);
+	if (!handle)
+		return -ENOENT;
+	dlclose(handle);
+	fiber_sched.libs[fiber_sched.nr_libs++] = name;
+	return 0;
+}
+
+/* FIBER_PREEMPT_LIBS=libz.so.1:libcrypto.so.3 */
+static int add_env_libraries(void)
+{
+	const char *env = getenv("FIBER_PREEMPT_LIBS");
+	char name[256];
+	size_t len;
+	int err;
+
+	while (env && *env) {
+		len = strcspn(env, ":");
+		if (len && len < sizeof(name)) {
+			memcpy(name, env, len);
+			name[len] = 0;
+			err = add_library(name);
+			if (err)
+				return err;
+		} else if (len) {
+			return -ENOENT;
+		}
+		env += len + (env[len] == ':');
+	}
+	return 0;
+}
+
+/* The executable's code and the libraries the program named. */
+static int find_preemptible_code(void)
+{
+	unsigned int i;
+	int err = -ENOENT;
+
+	fiber_sched.nr_ranges = 0;
+	fiber_unwind_reset();
+	dl_iterate_phdr(find_program_text, &err);
+	/* No CFI in the program: the whole-stack rule keeps it unpreempted. */
+	if (err && err != -ENOEXEC)
+		return err;
+	for (i = 0; i < fiber_sched.nr_libs; i++) {
+		err = add_library(fiber_sched.libs[i]);
+		if (err)
+			return err;
+	}
+	return add_env_libraries();
 }
 
 static bool pc_preemptible(uint64_t pc)
@@ -104,16 +225,44 @@ static bool pc_preemptible(uint64_t pc)
 	return false;
 }
 
+/*
+ * Whether every frame of the preempted fiber's stack is in preemptible
+ * code, walking from the interrupted state to the fiber's first frame.
+ */
+static bool stack_preemptible(const struct fiber *f, const struct fiber_upcall_frame *frame)
+{
+	struct fiber_unwind_regs r = { .caller = false };
+	int depth;
+
+	fiber_unwind_from_upcall(&r, frame);
+	for (depth = 0; depth < FIBER_UNWIND_MAX_FRAMES; depth++) {
+		if (r.caller && r.pc == (uintptr_t)fiber_entry_ret)
+			return true;
+		if (!pc_preemptible(r.caller ? r.pc - 1 : r.pc))
+			return false;
+		if (fiber_unwind_step(&r, f->stack_lo, f->stack_hi) != 1)
+			return false;
+	}
+	return false;
+}
+
 /* Called by upcall.S on the preempted fiber's stack, its state saved. */
 void fiber_upcall_handler(struct fiber_upcall_frame *frame)
 {
 	struct fiber_worker *w = fiber_tls_worker;
+	struct fiber *f = w->current;
 
 	/* While in_upcall is set, the hook (program code) is not preempted. */
-	if (w->current && fiber_upcall_inject)
+	if (f && fiber_upcall_inject)
 		fiber_upcall_inject();
+	if (f && !stack_preemptible(f, frame)) {
+		/* Back to the interrupted instruction; the module retries. */
+		w->deferred_stack++;
+		w->ctl.pending = 1;
+		f = NULL;
+	}
 	w->ctl.in_upcall = 0;
-	if (w->current) {
+	if (f) {
 		/*
 		 * Nothing else could run here: a new slice, not a switch.
 		 * Racy reads: a fiber queued meanwhile waits one more slice.
@@ -205,10 +354,11 @@ static int open_device(void)
 int fiber_preempt_setup(enum fiber_preempt_mode *mode)
 {
 	struct sigaction sa;
-	int fd;
+	int fd, err;
 
-	fiber_sched.nr_ranges = 0;
-	dl_iterate_phdr(find_program_text, NULL);
+	err = find_preemptible_code();
+	if (err)
+		return err;
 
 	if (*mode == FIBER_PREEMPT_AUTO || *mode == FIBER_PREEMPT_KMOD) {
 		fd = open_device();

@@ -267,13 +267,12 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-void fiber_main(struct fiber *f)
+/* Called by fiber_entry when the fiber's function returned ret. */
+void fiber_exit(struct fiber *f, void *ret)
 {
-	struct fiber_worker *w;
+	struct fiber_worker *w = fiber_tls_worker;
 
-	f->ret = f->fn(f->arg);
-	/* The fiber may have migrated: find its worker again. */
-	w = fiber_tls_worker;
+	f->ret = ret;
 	pthread_mutex_lock(&fiber_sched.lock);
 	switch_to_worker(w, FIBER_ACT_EXIT, false);
 	__builtin_unreachable();
@@ -430,6 +429,8 @@ int fiber_spawn(fiber_t **fiber, void *(*fn)(void *), void *arg)
 		return err;
 	}
 	f->map_size = size;
+	f->stack_lo = (uintptr_t)f->map + page;
+	f->stack_hi = (uintptr_t)f->map + size;
 	f->fn = fn;
 	f->arg = arg;
 	f->pinned = -1;
@@ -565,7 +566,8 @@ int fiber_worker_stats(unsigned int worker, struct fiber_worker_stats *st)
 		return -EINVAL;
 	ctl = &fiber_sched.workers[worker].ctl;
 	st->switches = fiber_sched.workers[worker].switches;
-	st->preemptions = ctl->delivered;
+	st->preemptions = ctl->delivered - fiber_sched.workers[worker].deferred_stack;
+	st->deferred_stack = fiber_sched.workers[worker].deferred_stack;
 	st->fired = ctl->fired;
 	st->deferred_off = ctl->deferred_off;
 	st->deferred_pc = ctl->deferred_pc;

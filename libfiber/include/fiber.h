@@ -14,9 +14,14 @@
  *  - FIBER_PREEMPT_OFF: cooperative only (fiber_yield(), blocking calls).
  *
  * Code in shared libraries (libc, ld.so) and in libfiber itself is never
- * interrupted: a preemption that finds the fiber there is deferred until
- * it is back in the program's code, so a fiber is never switched out
- * holding a libc lock. The program must link libc dynamically.
+ * interrupted: a preemption that finds the fiber there, or finds any frame
+ * of its stack there (program code called back by libc: a qsort
+ * comparator, a dl_iterate_phdr callback, a malloc the program defines),
+ * is deferred until the fiber is back in its own code alone, so a fiber is
+ * never switched out while libc holds state for it. The walk reads the
+ * DWARF CFI (.eh_frame) of the program, which GCC and Clang emit by
+ * default; code without CFI is never preempted. The program must link
+ * libc dynamically. fiber_preempt_add_library() opts libraries in.
  *
  * A signal handler is never switched away from: while the worker's
  * signal mask differs from its usual one (as it does inside a handler,
@@ -86,6 +91,12 @@ struct fiber_worker_stats {
 	uint64_t deferred_pc;		/* ... while outside the program's code */
 	uint64_t deferred_signal;	/* ... while a signal handler ran */
 	uint64_t deferred_other;	/* ... in the kernel or in an upcall */
+	/*
+	 * ... while a frame below the interrupted one was outside the
+	 * program's code (a callback from libc), or the stack could not be
+	 * walked: the upcall returned to the fiber at once.
+	 */
+	uint64_t deferred_stack;
 };
 
 /* Statistics of one fiber. */
@@ -167,6 +178,21 @@ void fiber_preempt_disable(void);
 
 /* End a section started by fiber_preempt_disable(). */
 void fiber_preempt_enable(void);
+
+/*
+ * Let fibers be preempted in the code of the loaded shared object name
+ * (its soname, "libz.so.1", or the path it was loaded by), for libraries
+ * whose long computations hold no locks: compression, hashing, numerics.
+ * The whole-stack rule still applies, so a callback from such a library
+ * into libc-held state is still not preempted. The object is kept loaded
+ * for the rest of the process. Takes effect at the next
+ * fiber_sched_start(); the environment variable FIBER_PREEMPT_LIBS (names
+ * separated by ':') adds more there. Returns 0, -ENOENT if no loaded
+ * object has that name, -EBUSY while the scheduler runs, or -ENOSPC past
+ * FIBER_PREEMPT_MAX_LIBS names.
+ */
+#define FIBER_PREEMPT_MAX_LIBS	4
+int fiber_preempt_add_library(const char *name);
 
 /* Worker threads of the running scheduler (0 if it is not running). */
 unsigned int fiber_worker_count(void);

@@ -49,7 +49,8 @@ struct fiber_preempt_ctl {
 	/*
 	 * user, plain store, at every fiber switch: incremented. kernel:
 	 * READ_ONCE; unchanged for a whole slice means one fiber held the
-	 * thread for that slice.
+	 * thread for that slice. Still unchanged retry_us after a delivery
+	 * means the upcall declined: the kernel tries again.
 	 */
 	__u64 switch_count;
 	/*
@@ -65,8 +66,9 @@ struct fiber_preempt_ctl {
 	 */
 	__u32 in_upcall;
 	/*
-	 * kernel sets 1 when it wanted to preempt but could not; user
-	 * clears it when it switches fibers (e.g. at preempt_off's end).
+	 * kernel sets 1 when it wanted to preempt but could not; user sets
+	 * it when it declines an upcall (returns without a switch, see
+	 * switch_count), and clears it when it switches fibers.
 	 */
 	__u32 pending;
 	/* kernel, plain increments; user reads. Statistics. */

@@ -18,6 +18,8 @@ void *fiber_arch_init_stack(void *top, struct fiber *f)
 
 	memset(frame, 0, SWITCH_FRAME_SIZE);	/* FPCR 0: round to nearest */
 	frame[SWITCH_FRAME_X19 / 8] = (uintptr_t)f;
+	frame[SWITCH_FRAME_X19 / 8 + 1] = (uintptr_t)f->fn;	/* x20 */
+	frame[SWITCH_FRAME_X19 / 8 + 2] = (uintptr_t)f->arg;	/* x21 */
 	frame[SWITCH_FRAME_X29 / 8 + 1] = (uintptr_t)fiber_entry;
 	return frame;
 }

@@ -60,9 +60,12 @@ fiber_switch:
 	.size	fiber_switch, .-fiber_switch
 
 /*
- * A new fiber's switch frame returns here with the fiber in x19: call
- * fiber_main(fiber), which never returns. The return address is
- * undefined, so unwinders stop at the bottom of a fiber's stack.
+ * A new fiber's switch frame returns here with the fiber in x19, its
+ * function in x20 and the argument in x21: call fn(arg), then
+ * fiber_exit(fiber, result), which never returns. The return address is
+ * undefined, so unwinders stop at the bottom of a fiber's stack; the
+ * library's own walker stops at fiber_entry_ret, the return address of
+ * the fiber's first frame.
  */
 	.globl	fiber_entry
 	.hidden	fiber_entry
@@ -74,8 +77,14 @@ fiber_entry:
 	hint	#34				/* bti c */
 	mov	x29, #0				/* end of the frame-record chain */
 	mov	x30, #0
+	mov	x0, x21
+	blr	x20				/* fn(arg) */
+	.globl	fiber_entry_ret
+	.hidden	fiber_entry_ret
+fiber_entry_ret:
+	mov	x1, x0
 	mov	x0, x19
-	bl	fiber_main
+	bl	fiber_exit
 	brk	#0
 	.cfi_endproc
 	.size	fiber_entry, .-fiber_entry

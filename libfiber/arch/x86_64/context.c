@@ -43,6 +43,8 @@ void *fiber_arch_init_stack(void *top, struct fiber *f)
 	memcpy((char *)frame + SWITCH_FRAME_CSR, &mxcsr, sizeof(mxcsr));
 	memcpy((char *)frame + SWITCH_FRAME_CSR + 4, &fcw, sizeof(fcw));
 	frame[SWITCH_FRAME_R12 / 8] = (uintptr_t)f;
+	frame[SWITCH_FRAME_R13 / 8] = (uintptr_t)f->fn;
+	frame[SWITCH_FRAME_R14 / 8] = (uintptr_t)f->arg;
 	frame[SWITCH_FRAME_RET / 8] = (uintptr_t)fiber_entry;
 	return frame;
 }

@@ -71,9 +71,12 @@ fiber_switch:
 	.size	fiber_switch, .-fiber_switch
 
 /*
- * A new fiber's switch frame returns here with the fiber in r12: call
- * fiber_main(fiber), which never returns. The return address is
- * undefined, so unwinders stop at the bottom of a fiber's stack.
+ * A new fiber's switch frame returns here with the fiber in r12, its
+ * function in r13 and the argument in r14: call fn(arg), then
+ * fiber_exit(fiber, result), which never returns. The return address is
+ * undefined, so unwinders stop at the bottom of a fiber's stack; the
+ * library's own walker stops at fiber_entry_ret, the return address of
+ * the fiber's first frame.
  */
 	.globl	fiber_entry
 	.hidden	fiber_entry
@@ -83,8 +86,14 @@ fiber_entry:
 	.cfi_startproc
 	.cfi_undefined rip
 	xorl	%ebp, %ebp			/* end of the frame-pointer chain */
+	movq	%r14, %rdi
+	call	*%r13				/* fn(arg) */
+	.globl	fiber_entry_ret
+	.hidden	fiber_entry_ret
+fiber_entry_ret:
 	movq	%r12, %rdi
-	call	fiber_main
+	movq	%rax, %rsi
+	call	fiber_exit
 	ud2
 	.cfi_endproc
 	.size	fiber_entry, .-fiber_entry
