@@ -129,7 +129,7 @@ LINK_FIBER := -L$(O)/lib -lfiber -Wl,-rpath,'$$ORIGIN/../lib' -pthread
 # natively, where the kmod variants skip).
 SELFTESTS_DEV := device register threads lifetime
 SELFTESTS_LIB := fibers fairness preempt_disable errno libc_safety libc_safety_static \
-		 safe_points signal_handler rseq regs unwind
+		 safe_points signal_handler rseq regs unwind unwind_insn
 SELFTESTS_AFTER := unloaded
 SELFTESTS_VM := $(SELFTESTS_DEV) $(SELFTESTS_LIB)
 SELFTEST_BINS := $(addprefix $(O)/selftests/,$(SELFTESTS_VM) $(SELFTESTS_AFTER))
@@ -155,7 +155,14 @@ $(O)/selftests/libc_safety_static: selftests/libc_safety.c selftests/*.h $(LIB_H
 	@mkdir -p $(dir $@)
 	$(CC) $(KSFT_CFLAGS) -o $@ $< $(LIBFIBER_A) -pthread
 
-$(addprefix $(O)/selftests/,$(filter-out libc_safety_static,$(SELFTESTS_LIB))): $(O)/selftests/%: \
+# It calls the internal stack walker, so it links libfiber.a.
+$(O)/selftests/unwind_insn: selftests/unwind_insn.c selftests/*.h $(LIB_HDRS) \
+		$(KSFT_INC)/kselftest_harness.h $(LIBFIBER_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(KSFT_CFLAGS) -I$(LIB_DIR) -I$(LIB_DIR)/arch/$(LIB_ARCH) -o $@ $< $(LIBFIBER_A) \
+		-rdynamic -pthread -ldl
+
+$(addprefix $(O)/selftests/,$(filter-out libc_safety_static unwind_insn,$(SELFTESTS_LIB))): $(O)/selftests/%: \
 		selftests/%.c selftests/*.h $(LIB_HDRS) $(KSFT_INC)/kselftest_harness.h $(LIBFIBER_SO)
 	@mkdir -p $(dir $@)
 	$(CC) $(KSFT_CFLAGS) -o $@ $< $(filter %.S,$^) $(LINK_FIBER) $(KSFT_LDLIBS)

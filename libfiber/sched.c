@@ -178,10 +178,12 @@ static void after_switch(struct fiber_worker *w, struct fiber *f)
  */
 static struct fiber *pick_next(struct fiber_worker *w)
 {
-	struct fiber *mine = w->pinned.head, *shared = fiber_sched.runq.head;
+	struct fiber *mine, *shared;
 
 	if (fiber_sched.sleepers)
 		wake_sleepers(now_ns());
+	mine = w->pinned.head;
+	shared = fiber_sched.runq.head;
 	if (mine && (!shared || mine->ticket < shared->ticket))
 		return queue_pop(&w->pinned);
 	return queue_pop(&fiber_sched.runq);
