@@ -129,7 +129,7 @@ LINK_FIBER := -L$(O)/lib -lfiber -Wl,-rpath,'$$ORIGIN/../lib' -pthread
 # natively, where the kmod variants skip).
 SELFTESTS_DEV := device register threads lifetime
 SELFTESTS_LIB := fibers fairness preempt_disable errno libc_safety libc_safety_static \
-		 safe_points signal_handler rseq regs unwind unwind_insn
+		 safe_points own_malloc preempt_libs signal_handler rseq regs unwind unwind_insn
 SELFTESTS_AFTER := unloaded
 SELFTESTS_VM := $(SELFTESTS_DEV) $(SELFTESTS_LIB)
 SELFTEST_BINS := $(addprefix $(O)/selftests/,$(SELFTESTS_VM) $(SELFTESTS_AFTER))
@@ -154,6 +154,14 @@ $(O)/selftests/libc_safety_static: selftests/libc_safety.c selftests/*.h $(LIB_H
 		$(KSFT_INC)/kselftest_harness.h $(LIBFIBER_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(KSFT_CFLAGS) -o $@ $< $(LIBFIBER_A) -pthread
+
+# A library of its own to opt in to preemption.
+TEST_LIBSPIN := $(O)/selftests/libfiber_test_spin.so
+$(TEST_LIBSPIN): selftests/libspin.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(KSFT_WARN) -shared -fPIC -o $@ $<
+$(O)/selftests/preempt_libs: $(TEST_LIBSPIN)
+$(O)/selftests/preempt_libs: KSFT_LDLIBS := -L$(O)/selftests -lfiber_test_spin -Wl,-rpath,'$$ORIGIN'
 
 # It calls the internal stack walker, so it links libfiber.a.
 $(O)/selftests/unwind_insn: selftests/unwind_insn.c selftests/*.h $(LIB_HDRS) \
@@ -252,7 +260,7 @@ checkpatch-check: $(KSFT_INC)/kselftest_harness.h
 
 vm-check: all
 	$(VM_ENV) VM_OUT=$(RESULTS)/vm-$(ARCH) VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
-	VM_FILES="$(SELFTEST_BINS) $(LIBFIBER_SO).1" VM_RUN="$(SELFTESTS_VM)" \
+	VM_FILES="$(SELFTEST_BINS) $(TEST_LIBSPIN) $(LIBFIBER_SO).1" VM_RUN="$(SELFTESTS_VM)" \
 	VM_AFTER="$(SELFTESTS_AFTER)" scripts/vm-run.sh
 	@rm -rf $(RESULTS)/vm-$(ARCH)/root $(RESULTS)/vm-$(ARCH)/initramfs.gz
 
