@@ -89,7 +89,7 @@ $(MODULE): Kbuild kmod/*.c kmod/Kbuild kmod/arch/*/*.h uapi/linux/*.h | $(KDIR)/
 
 LIB_ARCH   := $(TARGET)
 LIB_DIR    := libfiber
-LIB_SRCS   := $(LIB_DIR)/sched.c $(LIB_DIR)/preempt.c $(LIB_DIR)/unwind.c $(LIB_DIR)/arch/$(LIB_ARCH)/context.c \
+LIB_SRCS   := $(LIB_DIR)/sched.c $(LIB_DIR)/preempt.c $(LIB_DIR)/unwind.c $(LIB_DIR)/sigmask.c $(LIB_DIR)/arch/$(LIB_ARCH)/context.c \
 	      $(LIB_DIR)/arch/$(LIB_ARCH)/switch.S $(LIB_DIR)/arch/$(LIB_ARCH)/upcall.S
 LIB_OBJS   := $(patsubst $(LIB_DIR)/%,$(O)/libfiber/%.o,$(LIB_SRCS))
 LIB_HDRS   := $(wildcard $(LIB_DIR)/*.h $(LIB_DIR)/include/*.h $(LIB_DIR)/arch/*/*.h) uapi/linux/fiber_preempt.h
@@ -129,7 +129,7 @@ LINK_FIBER := -L$(O)/lib -lfiber -Wl,-rpath,'$$ORIGIN/../lib' -pthread
 # natively, where the kmod variants skip).
 SELFTESTS_DEV := device register threads lifetime
 SELFTESTS_LIB := fibers fairness preempt_disable errno libc_safety libc_safety_static \
-		 safe_points own_malloc preempt_libs signal_handler rseq regs unwind unwind_insn
+		 safe_points own_malloc preempt_libs sigmask signal_handler rseq regs unwind unwind_insn
 SELFTESTS_AFTER := unloaded
 SELFTESTS_VM := $(SELFTESTS_DEV) $(SELFTESTS_LIB)
 SELFTEST_BINS := $(addprefix $(O)/selftests/,$(SELFTESTS_VM) $(SELFTESTS_AFTER))
@@ -189,11 +189,16 @@ comma := ,
 
 # ---- benchmarks -------------------------------------------------------------
 
-BENCHES := switch preempt $(if $(filter aarch64,$(TARGET)),sigreturn)
+BENCHES := switch preempt unwind $(if $(filter aarch64,$(TARGET)),sigreturn)
 BENCH_BINS := $(addprefix $(O)/bench/,$(BENCHES))
-BENCH_VM_RUN := preempt,cost preempt,slices $(if $(filter aarch64,$(TARGET)),sigreturn)
+BENCH_VM_RUN := preempt,cost unwind preempt,slices $(if $(filter aarch64,$(TARGET)),sigreturn)
 
 benches: $(BENCH_BINS)
+# It times the internal stack walker, so it links libfiber.a.
+$(O)/bench/unwind: bench/unwind.c $(LIB_HDRS) $(LIBFIBER_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -I$(LIB_DIR) -I$(LIB_DIR)/arch/$(LIB_ARCH) $(CFLAGS) $(WARN) -o $@ $< \
+		$(LIBFIBER_A) -pthread -ldl
 $(O)/bench/sigreturn: bench/sigreturn_aarch64.S
 $(O)/bench/%: bench/%.c $(LIB_HDRS) $(LIBFIBER_SO)
 	@mkdir -p $(dir $@)
@@ -207,6 +212,7 @@ bench:
 	@echo "== $(TARGET) on this $$(uname -m) machine$(if $(RUN_TARGET), under qemu-user), $$(nproc) CPUs"
 	@$(RUN_TARGET) $(O)/bench/switch
 	@$(RUN_TARGET) $(O)/bench/preempt cost
+	@$(RUN_TARGET) $(O)/bench/unwind
 	@echo "== VM ($(TARGET), -accel $(or $(VM_ACCEL),tcg), Debian $(KVER))"
 	@$(VM_ENV) VM_OUT=$(O)/bench-vm VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
 	VM_FILES="$(BENCH_BINS) $(LIBFIBER_SO).1" \

@@ -43,6 +43,8 @@ struct fiber {
 	int pinned;			/* worker index, or -1 when any may run it */
 	uint32_t preempt_off;		/* ctl->preempt_off while switched out */
 	int saved_errno;		/* errno while switched out */
+	bool own_sigmask;		/* sigmask differs from the worker's */
+	sigset_t sigmask;		/* the fiber's signal mask, if own_sigmask */
 	struct fiber *next;		/* run queue or sleep list link */
 	uint64_t ticket;		/* when it became runnable: FIFO across queues */
 	struct fiber *joiner;		/* fiber blocked in fiber_join() on this one */
@@ -125,6 +127,9 @@ int fiber_preempt_setup(enum fiber_preempt_mode *mode) FIBER_HIDDEN;
 void fiber_preempt_teardown(void) FIBER_HIDDEN;
 int fiber_preempt_worker_start(struct fiber_worker *w) FIBER_HIDDEN;
 void fiber_preempt_worker_stop(struct fiber_worker *w) FIBER_HIDDEN;
+
+/* sigmask.c */
+void fiber_sigmask_apply(const sigset_t *mask) FIBER_HIDDEN;
 
 /* arch/<arch>/context.c */
 void *fiber_arch_init_stack(void *top, struct fiber *f) FIBER_HIDDEN;

@@ -16,9 +16,10 @@
  * go back to the shared queue; with FIBER_MIGRATE_PREEMPTED, preempted
  * fibers too.
  *
- * Fibers on one worker share its thread's errno: the worker loop saves it
- * when a fiber stops and restores it before the fiber runs again, so each
- * fiber sees its own, wherever it resumes.
+ * Fibers on one worker share its thread's errno and signal mask: the
+ * worker loop saves errno when a fiber stops and restores it before the
+ * fiber runs again, and puts back a fiber's own signal mask (sigmask.c)
+ * around its runs, so each fiber sees its own.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -233,9 +234,13 @@ static void worker_loop(struct fiber_worker *w)
 		w->ctl.pending = 0;
 		/* A plain store: only this thread and its own interrupts look. */
 		w->ctl.switch_count++;
+		if (f->own_sigmask)
+			fiber_sigmask_apply(&f->sigmask);
 		errno = f->saved_errno;
 		fiber_switch(&w->sched_sp, f->sp);
 		f->saved_errno = errno;
+		if (f->own_sigmask)
+			fiber_sigmask_apply(&w->sigmask);
 		w->current = NULL;
 
 		if (w->action != FIBER_ACT_BLOCK && w->action != FIBER_ACT_EXIT)

@@ -33,8 +33,10 @@
  * compiler may keep them in registers across any call, errno's included:
  * __errno_location() is a const function) stay valid. errno itself is
  * per fiber: saved when a fiber stops and restored when it resumes. Other
- * thread-locals (and the signal mask) are the worker's, shared by the
- * fibers that run on it. Programs that accept the hazard can let fibers
+ * thread-locals are the worker's, shared by the fibers that run on it.
+ * The signal mask is per fiber too when set with pthread_sigmask() or
+ * sigprocmask() (libfiber provides both): a fiber with a signal blocked is
+ * not preempted, as inside a handler, but the others on its worker are. Programs that accept the hazard can let fibers
  * migrate (struct fiber_config's flags).
  *
  * Errors: every function that can fail returns a negative errno value
