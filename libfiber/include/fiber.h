@@ -112,8 +112,11 @@ typedef struct fiber fiber_t;
 /*
  * Start the scheduler: cfg->workers threads, preempting in cfg->mode.
  * cfg may be NULL for the defaults. Returns 0, -EALREADY if it is already
- * running, -EINVAL for a bad configuration, -ENODEV when mode is KMOD and
- * the module is not loaded, or the error a worker met while registering.
+ * running, -EINVAL for a bad configuration (unknown flags included),
+ * -ENODEV when mode is KMOD and the module is not loaded, -ENOENT when a
+ * library FIBER_PREEMPT_LIBS names is not loaded, -ENOSPC when the
+ * libraries named need more code ranges than the module takes, or the
+ * error a worker met while registering.
  */
 int fiber_sched_start(const struct fiber_config *cfg);
 
