@@ -89,7 +89,7 @@ $(MODULE): Kbuild kmod/*.c kmod/Kbuild kmod/arch/*/*.h uapi/linux/*.h | $(KDIR)/
 
 LIB_ARCH   := $(TARGET)
 LIB_DIR    := libfiber
-LIB_SRCS   := $(LIB_DIR)/sched.c $(LIB_DIR)/preempt.c $(LIB_DIR)/unwind.c $(LIB_DIR)/sigmask.c $(LIB_DIR)/arch/$(LIB_ARCH)/context.c \
+LIB_SRCS   := $(LIB_DIR)/sched.c $(LIB_DIR)/preempt.c $(LIB_DIR)/unwind.c $(LIB_DIR)/sigmask.c $(LIB_DIR)/sync.c $(LIB_DIR)/arch/$(LIB_ARCH)/context.c \
 	      $(LIB_DIR)/arch/$(LIB_ARCH)/switch.S $(LIB_DIR)/arch/$(LIB_ARCH)/upcall.S
 LIB_OBJS   := $(patsubst $(LIB_DIR)/%,$(O)/libfiber/%.o,$(LIB_SRCS))
 LIB_HDRS   := $(wildcard $(LIB_DIR)/*.h $(LIB_DIR)/include/*.h $(LIB_DIR)/arch/*/*.h) uapi/linux/fiber_preempt.h
@@ -129,7 +129,8 @@ LINK_FIBER := -L$(O)/lib -lfiber -Wl,-rpath,'$$ORIGIN/../lib' -pthread
 # natively, where the kmod variants skip).
 SELFTESTS_DEV := device register threads lifetime
 SELFTESTS_LIB := fibers fairness preempt_disable errno libc_safety libc_safety_static \
-		 safe_points own_malloc preempt_libs sigmask signal_handler rseq regs unwind unwind_insn
+		 safe_points own_malloc preempt_libs sigmask locks locks_static \
+		 signal_handler rseq regs unwind unwind_insn
 SELFTESTS_AFTER := unloaded
 SELFTESTS_VM := $(SELFTESTS_DEV) $(SELFTESTS_LIB)
 SELFTEST_BINS := $(addprefix $(O)/selftests/,$(SELFTESTS_VM) $(SELFTESTS_AFTER))
@@ -149,11 +150,12 @@ $(O)/selftests/rseq: selftests/rseq_$(LIB_ARCH).S
 # It defines fiber_upcall_inject for libfiber and walks with libgcc's unwinder.
 $(O)/selftests/unwind: KSFT_LDLIBS := -rdynamic -lgcc_s
 # libfiber linked into the program itself: its own code must still be
-# told from the program's (the libfiber_text section).
-$(O)/selftests/libc_safety_static: selftests/libc_safety.c selftests/*.h $(LIB_HDRS) \
+# told from the program's (the libfiber_text section), and the program's
+# lock calls must still reach libfiber's.
+$(O)/selftests/%_static: selftests/%.c selftests/*.h $(LIB_HDRS) \
 		$(KSFT_INC)/kselftest_harness.h $(LIBFIBER_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(KSFT_CFLAGS) -o $@ $< $(LIBFIBER_A) -pthread
+	$(CC) $(KSFT_CFLAGS) -o $@ $< $(LIBFIBER_A) -pthread -ldl
 
 # A library of its own to opt in to preemption.
 TEST_LIBSPIN := $(O)/selftests/libfiber_test_spin.so
@@ -170,7 +172,7 @@ $(O)/selftests/unwind_insn: selftests/unwind_insn.c selftests/*.h $(LIB_HDRS) \
 	$(CC) $(KSFT_CFLAGS) -I$(LIB_DIR) -I$(LIB_DIR)/arch/$(LIB_ARCH) -o $@ $< $(LIBFIBER_A) \
 		-rdynamic -pthread -ldl
 
-$(addprefix $(O)/selftests/,$(filter-out libc_safety_static unwind_insn,$(SELFTESTS_LIB))): $(O)/selftests/%: \
+$(addprefix $(O)/selftests/,$(filter-out %_static unwind_insn,$(SELFTESTS_LIB))): $(O)/selftests/%: \
 		selftests/%.c selftests/*.h $(LIB_HDRS) $(KSFT_INC)/kselftest_harness.h $(LIBFIBER_SO)
 	@mkdir -p $(dir $@)
 	$(CC) $(KSFT_CFLAGS) -o $@ $< $(filter %.S,$^) $(LINK_FIBER) $(KSFT_LDLIBS)

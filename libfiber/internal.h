@@ -31,6 +31,8 @@ enum fiber_action {
 	FIBER_ACT_EXIT,		/* returned; sched.lock is held */
 };
 
+#define FIBER_MAX_RECURSIVE	8
+
 struct fiber {
 	void *sp;			/* saved stack pointer while switched out */
 	void *map;			/* stack mapping, guard page first */
@@ -43,6 +45,9 @@ struct fiber {
 	int pinned;			/* worker index, or -1 when any may run it */
 	uint32_t preempt_off;		/* ctl->preempt_off while switched out */
 	int saved_errno;		/* errno while switched out */
+	/* Recursive mutexes it holds (sync.c), as far as FIBER_MAX_RECURSIVE. */
+	unsigned int nr_recursive;
+	const pthread_mutex_t *recursive[FIBER_MAX_RECURSIVE];
 	bool own_sigmask;		/* sigmask differs from the worker's */
 	sigset_t sigmask;		/* the fiber's signal mask, if own_sigmask */
 	struct fiber *next;		/* run queue or sleep list link */
@@ -62,6 +67,7 @@ struct fiber_worker {
 	struct fiber_preempt_ctl ctl;
 	unsigned int index;
 	pthread_t thread;
+	pid_t tid;
 	void *sched_sp;			/* the worker's own stack while a fiber runs */
 	struct fiber *current;
 	enum fiber_action action;
@@ -106,6 +112,31 @@ struct fiber_sched {
 };
 
 extern struct fiber_sched fiber_sched FIBER_HIDDEN;
+
+/*
+ * glibc's own entry points behind the pthread functions libfiber provides
+ * (sync.c). glibc exports them under its first version only, which a
+ * reference must name.
+ */
+#if defined(__x86_64__)
+#define FIBER_GLIBC_BASE	"GLIBC_2.2.5"
+#elif defined(__aarch64__)
+#define FIBER_GLIBC_BASE	"GLIBC_2.17"
+#endif
+#define FIBER_GLIBC_ALIAS(name, ret, ...)					\
+	ret name(__VA_ARGS__);							\
+	__asm__(".symver " #name ", " #name "@" FIBER_GLIBC_BASE)
+/* glibc's glibc_name, called as local where libfiber defines glibc_name too. */
+#define FIBER_GLIBC_FN(local, glibc_name, ret, ...)				\
+	ret local(__VA_ARGS__);							\
+	__asm__(".symver " #local ", " #glibc_name "@" FIBER_GLIBC_BASE)
+
+FIBER_GLIBC_ALIAS(__pthread_mutex_lock, int, pthread_mutex_t *);
+FIBER_GLIBC_ALIAS(__pthread_mutex_unlock, int, pthread_mutex_t *);
+
+/* libfiber's own lock, which the program's lock count must not see. */
+#define sched_lock()	__pthread_mutex_lock(&fiber_sched.lock)
+#define sched_unlock()	__pthread_mutex_unlock(&fiber_sched.lock)
 extern FIBER_TLS struct fiber_worker *fiber_tls_worker FIBER_HIDDEN;
 extern FIBER_TLS struct fiber_preempt_ctl *fiber_tls_ctl FIBER_HIDDEN;
 

@@ -216,7 +216,7 @@ static void worker_loop(struct fiber_worker *w)
 {
 	struct fiber *f;
 
-	pthread_mutex_lock(&fiber_sched.lock);
+	sched_lock();
 	for (;;) {
 		f = pick_next(w);
 		if (!f) {
@@ -224,7 +224,7 @@ static void worker_loop(struct fiber_worker *w)
 				break;
 			continue;
 		}
-		pthread_mutex_unlock(&fiber_sched.lock);
+		sched_unlock();
 
 		f->state = FIBER_RUNNING;
 		w->current = f;
@@ -244,10 +244,10 @@ static void worker_loop(struct fiber_worker *w)
 		w->current = NULL;
 
 		if (w->action != FIBER_ACT_BLOCK && w->action != FIBER_ACT_EXIT)
-			pthread_mutex_lock(&fiber_sched.lock);
+			sched_lock();
 		after_switch(w, f);
 	}
-	pthread_mutex_unlock(&fiber_sched.lock);
+	sched_unlock();
 }
 
 static void *worker_main(void *arg)
@@ -257,13 +257,14 @@ static void *worker_main(void *arg)
 
 	fiber_tls_worker = w;
 	fiber_tls_ctl = &w->ctl;
+	w->tid = gettid();
 	err = fiber_preempt_worker_start(w);
 
-	pthread_mutex_lock(&fiber_sched.lock);
+	sched_lock();
 	w->init_error = err;
 	fiber_sched.started_workers++;
 	pthread_cond_broadcast(&fiber_sched.done);
-	pthread_mutex_unlock(&fiber_sched.lock);
+	sched_unlock();
 	if (err)
 		return NULL;
 
@@ -280,7 +281,7 @@ void fiber_exit(struct fiber *f, void *ret)
 	struct fiber_worker *w = fiber_tls_worker;
 
 	f->ret = ret;
-	pthread_mutex_lock(&fiber_sched.lock);
+	sched_lock();
 	switch_to_worker(w, FIBER_ACT_EXIT, false);
 	__builtin_unreachable();
 }
@@ -289,10 +290,10 @@ static void stop_workers(unsigned int n)
 {
 	unsigned int i;
 
-	pthread_mutex_lock(&fiber_sched.lock);
+	sched_lock();
 	fiber_sched.stopping = true;
 	pthread_cond_broadcast(&fiber_sched.idle);
-	pthread_mutex_unlock(&fiber_sched.lock);
+	sched_unlock();
 	for (i = 0; i < n; i++)
 		pthread_join(fiber_sched.workers[i].thread, NULL);
 }
@@ -323,12 +324,12 @@ static int start_workers(void)
 			break;
 	}
 	n = i;
-	pthread_mutex_lock(&fiber_sched.lock);
+	sched_lock();
 	while (fiber_sched.started_workers < n)
 		pthread_cond_wait(&fiber_sched.done, &fiber_sched.lock);
 	for (i = 0; i < n && !err; i++)
 		err = fiber_sched.workers[i].init_error;
-	pthread_mutex_unlock(&fiber_sched.lock);
+	sched_unlock();
 	if (err)
 		stop_workers(n);
 	return err;
@@ -354,13 +355,13 @@ int fiber_sched_start(const struct fiber_config *cfg)
 	if (c.workers > 1024)
 		return -EINVAL;
 
-	pthread_mutex_lock(&fiber_sched.lock);
+	sched_lock();
 	if (fiber_sched.running) {
-		pthread_mutex_unlock(&fiber_sched.lock);
+		sched_unlock();
 		return -EALREADY;
 	}
 	fiber_sched.running = true;
-	pthread_mutex_unlock(&fiber_sched.lock);
+	sched_unlock();
 
 	fiber_arch_init();
 	fiber_sched.nr_workers = c.workers ? c.workers : 1;
@@ -395,10 +396,10 @@ int fiber_sched_stop(void)
 		return -EINVAL;
 	if (fiber_tls_worker)
 		return -EDEADLK;
-	pthread_mutex_lock(&fiber_sched.lock);
+	sched_lock();
 	while (fiber_sched.live)
 		pthread_cond_wait(&fiber_sched.done, &fiber_sched.lock);
-	pthread_mutex_unlock(&fiber_sched.lock);
+	sched_unlock();
 	stop_workers(fiber_sched.nr_workers);
 	reset_sched();
 	return 0;
@@ -443,10 +444,10 @@ int fiber_spawn(fiber_t **fiber, void *(*fn)(void *), void *arg)
 	f->pinned = -1;
 	f->sp = fiber_arch_init_stack((char *)f->map + size, f);
 
-	pthread_mutex_lock(&fiber_sched.lock);
+	sched_lock();
 	fiber_sched.live++;
 	make_runnable(f);
-	pthread_mutex_unlock(&fiber_sched.lock);
+	sched_unlock();
 	*fiber = f;
 	return 0;
 }
@@ -459,18 +460,18 @@ int fiber_join(fiber_t *f, void **ret)
 		return -EINVAL;
 	if (w && w->current == f)
 		return -EDEADLK;
-	pthread_mutex_lock(&fiber_sched.lock);
+	sched_lock();
 	if (f->state != FIBER_DONE) {
 		if (w && w->current) {
 			f->joiner = w->current;
 			w->current->state = FIBER_BLOCKED;
 			switch_to_worker(w, FIBER_ACT_BLOCK, false);
-			pthread_mutex_lock(&fiber_sched.lock);
+			sched_lock();
 		}
 		while (f->state != FIBER_DONE)
 			pthread_cond_wait(&fiber_sched.done, &fiber_sched.lock);
 	}
-	pthread_mutex_unlock(&fiber_sched.lock);
+	sched_unlock();
 	if (ret)
 		*ret = f->ret;
 	free_fiber(f);
@@ -507,7 +508,7 @@ int fiber_sleep(uint64_t ns)
 	}
 	f = w->current;
 	f->wake_ns = now_ns() + ns;
-	pthread_mutex_lock(&fiber_sched.lock);
+	sched_lock();
 	for (p = &fiber_sched.sleepers; *p && (*p)->wake_ns <= f->wake_ns; p = &(*p)->next)
 		;
 	f->next = *p;
