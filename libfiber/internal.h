@@ -126,10 +126,6 @@ extern struct fiber_sched fiber_sched FIBER_HIDDEN;
 #define FIBER_GLIBC_ALIAS(name, ret, ...)					\
 	ret name(__VA_ARGS__);							\
 	__asm__(".symver " #name ", " #name "@" FIBER_GLIBC_BASE)
-/* glibc's glibc_name, called as local where libfiber defines glibc_name too. */
-#define FIBER_GLIBC_FN(local, glibc_name, ret, ...)				\
-	ret local(__VA_ARGS__);							\
-	__asm__(".symver " #local ", " #glibc_name "@" FIBER_GLIBC_BASE)
 
 FIBER_GLIBC_ALIAS(__pthread_mutex_lock, int, pthread_mutex_t *);
 FIBER_GLIBC_ALIAS(__pthread_mutex_unlock, int, pthread_mutex_t *);

@@ -49,8 +49,6 @@ FIBER_GLIBC_ALIAS(__pthread_rwlock_wrlock, int, pthread_rwlock_t *);
 FIBER_GLIBC_ALIAS(__pthread_rwlock_tryrdlock, int, pthread_rwlock_t *);
 FIBER_GLIBC_ALIAS(__pthread_rwlock_trywrlock, int, pthread_rwlock_t *);
 FIBER_GLIBC_ALIAS(__pthread_rwlock_unlock, int, pthread_rwlock_t *);
-FIBER_GLIBC_FN(glibc_spin_trylock, pthread_spin_trylock, int, pthread_spinlock_t *);
-FIBER_GLIBC_FN(glibc_spin_unlock, pthread_spin_unlock, int, pthread_spinlock_t *);
 
 /* glibc's pthread_once_t states (low bits; a fork generation above). */
 #define ONCE_STATE_MASK		3
@@ -290,10 +288,29 @@ int pthread_rwlock_unlock(pthread_rwlock_t *rw)
 	return err;
 }
 
-/* glibc's spin lock, waited for the fiber's way (its encoding is per arch). */
+/*
+ * glibc's spin lock, waited for the fiber's way (its encoding is per arch).
+ * glibc's functions have the names libfiber defines, which an executable
+ * that links libfiber.a would answer for itself: found with dlvsym().
+ */
+static int (*glibc_spin_trylock)(pthread_spinlock_t *);
+static int (*glibc_spin_unlock)(pthread_spinlock_t *);
+
+__attribute__((constructor)) static void find_glibc_spin(void)
+{
+	glibc_spin_trylock = dlvsym(RTLD_NEXT, "pthread_spin_trylock", FIBER_GLIBC_BASE);
+	glibc_spin_unlock = dlvsym(RTLD_NEXT, "pthread_spin_unlock", FIBER_GLIBC_BASE);
+	if (!glibc_spin_trylock || !glibc_spin_unlock)
+		abort();
+}
+
 int pthread_spin_trylock(pthread_spinlock_t *lock)
 {
-	int err = glibc_spin_trylock(lock);
+	int err;
+
+	if (!glibc_spin_trylock)	/* called by a constructor before ours */
+		find_glibc_spin();
+	err = glibc_spin_trylock(lock);
 
 	if (!err && running_fiber())
 		hold();
@@ -316,6 +333,8 @@ int pthread_spin_lock(pthread_spinlock_t *lock)
 
 int pthread_spin_unlock(pthread_spinlock_t *lock)
 {
+	if (!glibc_spin_unlock)
+		find_glibc_spin();
 	glibc_spin_unlock(lock);
 	if (running_fiber())
 		release();
