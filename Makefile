@@ -47,6 +47,7 @@ CROSS_COMPILE ?= $(TARGET)-linux-gnu-
 RUN_TARGET := env QEMU_LD_PREFIX=/usr/$(TARGET)-linux-gnu qemu-$(TARGET)-static
 endif
 CC         := $(CROSS_COMPILE)gcc
+CXX        := $(CROSS_COMPILE)g++
 OBJCOPY    := $(CROSS_COMPILE)objcopy
 AR         := $(CROSS_COMPILE)ar
 CFLAGS     ?= -O2 -g
@@ -129,7 +130,7 @@ LINK_FIBER := -L$(O)/lib -lfiber -Wl,-rpath,'$$ORIGIN/../lib' -pthread
 # natively, where the kmod variants skip).
 SELFTESTS_DEV := device register threads lifetime
 SELFTESTS_LIB := fibers fairness preempt_disable errno libc_safety libc_safety_static \
-		 safe_points own_malloc preempt_libs sigmask locks locks_static \
+		 safe_points own_malloc preempt_libs sigmask locks locks_static cxa_guard \
 		 signal_handler rseq regs unwind unwind_insn
 SELFTESTS_AFTER := unloaded
 SELFTESTS_VM := $(SELFTESTS_DEV) $(SELFTESTS_LIB)
@@ -165,6 +166,15 @@ $(TEST_LIBSPIN): selftests/libspin.c
 $(O)/selftests/preempt_libs: $(TEST_LIBSPIN)
 $(O)/selftests/preempt_libs: KSFT_LDLIBS := -L$(O)/selftests -lfiber_test_spin -Wl,-rpath,'$$ORIGIN'
 
+# C++: function-local statics and their guards.
+$(O)/selftests/cxa_guard: selftests/cxa_guard.c selftests/cxa_guard_static.cc selftests/*.h \
+		$(LIB_HDRS) $(KSFT_INC)/kselftest_harness.h $(LIBFIBER_SO)
+	@mkdir -p $(dir $@)
+	$(CC) $(KSFT_CFLAGS) -c -o $@.o $<
+	$(CXX) $(CPPFLAGS) $(CFLAGS) $(KSFT_WARN) -c -o $@.cc.o selftests/cxa_guard_static.cc
+	$(CXX) -o $@ $@.o $@.cc.o $(LINK_FIBER)
+	@rm -f $@.o $@.cc.o
+
 # It calls the internal stack walker, so it links libfiber.a.
 $(O)/selftests/unwind_insn: selftests/unwind_insn.c selftests/*.h $(LIB_HDRS) \
 		$(KSFT_INC)/kselftest_harness.h $(LIBFIBER_A)
@@ -172,7 +182,7 @@ $(O)/selftests/unwind_insn: selftests/unwind_insn.c selftests/*.h $(LIB_HDRS) \
 	$(CC) $(KSFT_CFLAGS) -I$(LIB_DIR) -I$(LIB_DIR)/arch/$(LIB_ARCH) -o $@ $< $(LIBFIBER_A) \
 		-rdynamic -pthread -ldl
 
-$(addprefix $(O)/selftests/,$(filter-out %_static unwind_insn,$(SELFTESTS_LIB))): $(O)/selftests/%: \
+$(addprefix $(O)/selftests/,$(filter-out %_static unwind_insn cxa_guard,$(SELFTESTS_LIB))): $(O)/selftests/%: \
 		selftests/%.c selftests/*.h $(LIB_HDRS) $(KSFT_INC)/kselftest_harness.h $(LIBFIBER_SO)
 	@mkdir -p $(dir $@)
 	$(CC) $(KSFT_CFLAGS) -o $@ $< $(filter %.S,$^) $(LINK_FIBER) $(KSFT_LDLIBS)
@@ -191,7 +201,7 @@ comma := ,
 
 # ---- benchmarks -------------------------------------------------------------
 
-BENCHES := switch preempt unwind $(if $(filter aarch64,$(TARGET)),sigreturn)
+BENCHES := switch preempt unwind locks $(if $(filter aarch64,$(TARGET)),sigreturn)
 BENCH_BINS := $(addprefix $(O)/bench/,$(BENCHES))
 BENCH_VM_RUN := preempt,cost unwind preempt,slices $(if $(filter aarch64,$(TARGET)),sigreturn)
 
@@ -215,6 +225,7 @@ bench:
 	@$(RUN_TARGET) $(O)/bench/switch
 	@$(RUN_TARGET) $(O)/bench/preempt cost
 	@$(RUN_TARGET) $(O)/bench/unwind
+	@$(RUN_TARGET) $(O)/bench/locks
 	@echo "== VM ($(TARGET), -accel $(or $(VM_ACCEL),tcg), Debian $(KVER))"
 	@$(VM_ENV) VM_OUT=$(O)/bench-vm VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
 	VM_FILES="$(BENCH_BINS) $(LIBFIBER_SO).1" \

@@ -23,6 +23,13 @@
  * default; code without CFI is never preempted. The program must link
  * libc dynamically. fiber_preempt_add_library() opts libraries in.
  *
+ * Locks: libfiber provides the pthread mutex, rwlock, spin lock and once
+ * functions, and the C++ static-initialization guards, so a program's
+ * calls reach it: a fiber holding a lock (or running an initializer) is
+ * not preempted, and one waiting for a lock another fiber holds lets its
+ * worker run the other fibers instead of blocking the thread. Blocking
+ * system calls, pthread_cond_wait() included, still hold the worker.
+ *
  * A signal handler is never switched away from: while the worker's
  * signal mask differs from its usual one (as it does inside a handler,
  * unless the handler was installed with SA_NODEFER and an empty mask),
