@@ -83,6 +83,14 @@ struct fiber_worker {
 	stack_t altstack;		/* the worker's alternate signal stack */
 } __attribute__((aligned(FIBER_PREEMPT_CTL_ALIGN)));
 
+/* The scheduler's life; changed only with sched.lock held. */
+enum fiber_sched_state {
+	FIBER_SCHED_STOPPED,
+	FIBER_SCHED_STARTING,	/* workers being created */
+	FIBER_SCHED_RUNNING,
+	FIBER_SCHED_STOPPING,	/* waiting for fibers to return, then workers */
+};
+
 struct fiber_sched {
 	pthread_mutex_t lock;		/* everything below */
 	pthread_cond_t idle;		/* workers with nothing to run */
@@ -92,8 +100,9 @@ struct fiber_sched {
 	unsigned int live;		/* fibers spawned and not yet returned */
 	uint64_t tickets;		/* source of fiber.ticket */
 	unsigned int idle_workers;
-	bool running;
-	bool stopping;
+	enum fiber_sched_state state;
+	bool stopping;			/* workers exit once no fiber is live */
+	bool fork_handlers;		/* pthread_atfork() done */
 	unsigned int started_workers;
 
 	/* Fixed once started. */

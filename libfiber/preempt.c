@@ -157,7 +157,7 @@ int fiber_preempt_add_library(const char *name)
 
 	if (!name || !*name)
 		return -EINVAL;
-	if (fiber_sched.running)
+	if (fiber_sched.state != FIBER_SCHED_STOPPED)
 		return -EBUSY;
 	if (fiber_sched.nr_libs == FIBER_PREEMPT_MAX_LIBS)
 		return -ENOSPC;

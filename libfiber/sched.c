@@ -280,6 +280,9 @@ void fiber_exit(struct fiber *f, void *ret)
 {
 	struct fiber_worker *w = fiber_tls_worker;
 
+	/* In a child of fork(): the process's only thread is done. */
+	if (!w)
+		exit(0);
 	f->ret = ret;
 	sched_lock();
 	switch_to_worker(w, FIBER_ACT_EXIT, false);
@@ -300,13 +303,57 @@ static void stop_workers(unsigned int n)
 
 static void reset_sched(void)
 {
+	fiber_preempt_teardown();
+	sched_lock();
 	free(fiber_sched.workers);
 	fiber_sched.workers = NULL;
 	fiber_sched.nr_workers = 0;
 	fiber_sched.started_workers = 0;
 	fiber_sched.stopping = false;
-	fiber_sched.running = false;
-	fiber_preempt_teardown();
+	fiber_sched.state = FIBER_SCHED_STOPPED;
+	sched_unlock();
+}
+
+/*
+ * fork(): the child has one thread, the caller's; the workers and every
+ * other fiber stay in the parent. The child's scheduler is stopped (its
+ * lock and conditions new, since other threads may have held them), so
+ * libfiber calls there act as outside a fiber or return -EINVAL, and the
+ * child may exec, exit, or start a scheduler of its own.
+ */
+static void before_fork(void)
+{
+	sched_lock();
+}
+
+static void after_fork_parent(void)
+{
+	sched_unlock();
+}
+
+static void after_fork_child(void)
+{
+	pthread_mutex_init(&fiber_sched.lock, NULL);
+	pthread_cond_init(&fiber_sched.idle, NULL);
+	pthread_cond_init(&fiber_sched.done, NULL);
+	if (fiber_sched.state == FIBER_SCHED_STOPPED)
+		return;
+	/* The parent's memory stays: the caller may be running on a fiber's stack. */
+	fiber_sched.workers = NULL;
+	fiber_sched.nr_workers = 0;
+	fiber_sched.started_workers = 0;
+	fiber_sched.idle_workers = 0;
+	fiber_sched.live = 0;
+	fiber_sched.runq.head = fiber_sched.runq.tail = NULL;
+	fiber_sched.sleepers = NULL;
+	fiber_sched.stopping = false;
+	fiber_sched.state = FIBER_SCHED_STOPPED;
+	if (fiber_sched.dev_fd >= 0) {
+		close(fiber_sched.dev_fd);
+		fiber_sched.dev_fd = -1;
+	}
+	fiber_tls_worker = NULL;
+	fiber_tls_ctl = NULL;
 }
 
 static int start_workers(void)
@@ -356,11 +403,15 @@ int fiber_sched_start(const struct fiber_config *cfg)
 		return -EINVAL;
 
 	sched_lock();
-	if (fiber_sched.running) {
+	if (fiber_sched.state != FIBER_SCHED_STOPPED) {
 		sched_unlock();
 		return -EALREADY;
 	}
-	fiber_sched.running = true;
+	fiber_sched.state = FIBER_SCHED_STARTING;
+	if (!fiber_sched.fork_handlers) {
+		fiber_sched.fork_handlers = true;
+		pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+	}
 	sched_unlock();
 
 	fiber_arch_init();
@@ -384,6 +435,9 @@ int fiber_sched_start(const struct fiber_config *cfg)
 	err = start_workers();
 	if (err)
 		goto fail;
+	sched_lock();
+	fiber_sched.state = FIBER_SCHED_RUNNING;
+	sched_unlock();
 	return 0;
 fail:
 	reset_sched();
@@ -392,11 +446,16 @@ fail:
 
 int fiber_sched_stop(void)
 {
-	if (!fiber_sched.running)
-		return -EINVAL;
 	if (fiber_tls_worker)
 		return -EDEADLK;
 	sched_lock();
+	if (fiber_sched.state != FIBER_SCHED_RUNNING) {
+		int err = fiber_sched.state == FIBER_SCHED_STOPPING ? -EALREADY : -EINVAL;
+
+		sched_unlock();
+		return err;
+	}
+	fiber_sched.state = FIBER_SCHED_STOPPING;
 	while (fiber_sched.live)
 		pthread_cond_wait(&fiber_sched.done, &fiber_sched.lock);
 	sched_unlock();
@@ -416,7 +475,7 @@ int fiber_spawn(fiber_t **fiber, void *(*fn)(void *), void *arg)
 	struct fiber *f;
 	size_t size;
 
-	if (!fiber_sched.running || !fn || !fiber)
+	if (!fn || !fiber)
 		return -EINVAL;
 	f = calloc(1, sizeof(*f));
 	if (!f)
@@ -445,6 +504,13 @@ int fiber_spawn(fiber_t **fiber, void *(*fn)(void *), void *arg)
 	f->sp = fiber_arch_init_stack((char *)f->map + size, f);
 
 	sched_lock();
+	/* Once stopping, only fibers (which keep it from stopping) may spawn. */
+	if (fiber_sched.state != FIBER_SCHED_RUNNING &&
+	    !(fiber_sched.state == FIBER_SCHED_STOPPING && fiber_self())) {
+		sched_unlock();
+		free_fiber(f);
+		return -EINVAL;
+	}
 	fiber_sched.live++;
 	make_runnable(f);
 	sched_unlock();
@@ -554,9 +620,20 @@ void fiber_preempt_enable(void)
 		fiber_preempted(fiber_tls_worker);
 }
 
+/* Lock held. Whether the workers exist (and fiber_sched.workers with them). */
+static bool workers_exist(void)
+{
+	return fiber_sched.state == FIBER_SCHED_RUNNING || fiber_sched.state == FIBER_SCHED_STOPPING;
+}
+
 unsigned int fiber_worker_count(void)
 {
-	return fiber_sched.running ? fiber_sched.nr_workers : 0;
+	unsigned int n;
+
+	sched_lock();
+	n = workers_exist() ? fiber_sched.nr_workers : 0;
+	sched_unlock();
+	return n;
 }
 
 int fiber_worker_index(void)
@@ -570,8 +647,13 @@ int fiber_worker_stats(unsigned int worker, struct fiber_worker_stats *st)
 {
 	const struct fiber_preempt_ctl *ctl;
 
-	if (!fiber_sched.running || worker >= fiber_sched.nr_workers || !st)
+	if (!st)
 		return -EINVAL;
+	sched_lock();
+	if (!workers_exist() || worker >= fiber_sched.nr_workers) {
+		sched_unlock();
+		return -EINVAL;
+	}
 	ctl = &fiber_sched.workers[worker].ctl;
 	st->switches = fiber_sched.workers[worker].switches;
 	st->preemptions = ctl->delivered - fiber_sched.workers[worker].deferred_stack;
@@ -581,6 +663,7 @@ int fiber_worker_stats(unsigned int worker, struct fiber_worker_stats *st)
 	st->deferred_pc = ctl->deferred_pc;
 	st->deferred_signal = ctl->deferred_signal;
 	st->deferred_other = ctl->deferred_upcall + ctl->deferred_kernel;
+	sched_unlock();
 	return 0;
 }
 

@@ -129,8 +129,17 @@ int fiber_sched_start(const struct fiber_config *cfg);
 
 /*
  * Wait until every fiber spawned so far has returned, then stop the
- * workers. Must not be called from a fiber. Returns 0, -EINVAL if the
- * scheduler is not running, or -EDEADLK when called from a fiber.
+ * workers. Must not be called from a fiber. From the moment it begins,
+ * fiber_spawn() outside a fiber fails with -EINVAL (fibers may still
+ * spawn: they keep the scheduler from stopping). Returns 0, -EINVAL if
+ * the scheduler is not running, -EALREADY if another thread is stopping
+ * it, or -EDEADLK when called from a fiber.
+ *
+ * fork(): the child has only the calling thread, so its scheduler is
+ * stopped: libfiber calls there behave as outside a fiber (fiber_self()
+ * is NULL, fiber_spawn() fails with -EINVAL), and the child may exec,
+ * exit, or call fiber_sched_start() again. If the function of the fiber
+ * that forked returns in the child, the child exits with status 0.
  */
 int fiber_sched_stop(void);
 
@@ -149,8 +158,9 @@ int fiber_preempt_mode_parse(const char *name);
 /*
  * Create a fiber running fn(arg) and make it runnable. On success stores
  * the fiber in *fiber (which must be passed to fiber_join() exactly once)
- * and returns 0; returns -EINVAL if the scheduler is not running, -ENOMEM
- * or -EAGAIN if no stack could be mapped.
+ * and returns 0; returns -EINVAL if the scheduler is not running (or is
+ * stopping and the caller is not a fiber), -ENOMEM or -EAGAIN if no stack
+ * could be mapped.
  */
 int fiber_spawn(fiber_t **fiber, void *(*fn)(void *), void *arg);
 
