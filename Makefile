@@ -130,7 +130,7 @@ LINK_FIBER := -L$(O)/lib -lfiber -Wl,-rpath,'$$ORIGIN/../lib' -pthread
 # natively, where the kmod variants skip).
 SELFTESTS_DEV := device register threads lifetime
 SELFTESTS_LIB := fibers fairness preempt_disable errno libc_safety libc_safety_static \
-		 safe_points own_malloc preempt_libs sigmask locks locks_static cxa_guard lifecycle \
+		 safe_points own_malloc preempt_libs sigmask locks locks_static cxa_guard lifecycle slices \
 		 signal_handler rseq regs unwind unwind_insn
 SELFTESTS_AFTER := unloaded
 SELFTESTS_VM := $(SELFTESTS_DEV) $(SELFTESTS_LIB)
@@ -201,9 +201,9 @@ comma := ,
 
 # ---- benchmarks -------------------------------------------------------------
 
-BENCHES := switch preempt unwind locks $(if $(filter aarch64,$(TARGET)),sigreturn)
+BENCHES := switch preempt unwind locks slices $(if $(filter aarch64,$(TARGET)),sigreturn)
 BENCH_BINS := $(addprefix $(O)/bench/,$(BENCHES))
-BENCH_VM_RUN := preempt,cost unwind preempt,slices $(if $(filter aarch64,$(TARGET)),sigreturn)
+BENCH_VM_RUN := preempt,cost unwind slices preempt,slices $(if $(filter aarch64,$(TARGET)),sigreturn)
 
 benches: $(BENCH_BINS)
 # It times the internal stack walker, so it links libfiber.a.
@@ -214,7 +214,7 @@ $(O)/bench/unwind: bench/unwind.c $(LIB_HDRS) $(LIBFIBER_A)
 $(O)/bench/sigreturn: bench/sigreturn_aarch64.S
 $(O)/bench/%: bench/%.c $(LIB_HDRS) $(LIBFIBER_SO)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< $(filter %.S,$^) $(LINK_FIBER)
+	$(CC) $(CPPFLAGS) -Iselftests $(CFLAGS) $(WARN) -o $@ $< $(filter %.S,$^) $(LINK_FIBER)
 
 # User-space costs natively; preemption costs in the VM, where the module
 # runs (under TCG the ratios mean something, the absolute times do not).
@@ -226,6 +226,7 @@ bench:
 	@$(RUN_TARGET) $(O)/bench/preempt cost
 	@$(RUN_TARGET) $(O)/bench/unwind
 	@$(RUN_TARGET) $(O)/bench/locks
+	@$(RUN_TARGET) $(O)/bench/slices
 	@echo "== VM ($(TARGET), -accel $(or $(VM_ACCEL),tcg), Debian $(KVER))"
 	@$(VM_ENV) VM_OUT=$(O)/bench-vm VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
 	VM_FILES="$(BENCH_BINS) $(LIBFIBER_SO).1" \

@@ -11,11 +11,8 @@
  * preemptions, is the cost of one: timer, delivery, trampoline, switch to
  * the other fiber, return.
  *
- * The signal backend's CPU-time timer only fires on the scheduler tick,
- * far too seldom to measure against the noise of a whole run, so for the
- * cost figure an extra CLOCK_MONOTONIC POSIX timer sends the worker the
- * same SIGURG (SI_TIMER) every slice: the same handler, the same path,
- * at the module's rate.
+ * The signal backend's monitor thread sends its SIGURG at the slice
+ * rate, as the module's timer fires: the figures compare like with like.
  *
  *   preempt cost      kmod vs signal cost per preemption, and their ratio
  *   preempt slices    throughput loss of kmod preemption by slice length
@@ -43,7 +40,6 @@ struct result {
 
 struct spin_args {
 	unsigned long iterations;	/* per fiber */
-	uint64_t signal_every_ns;	/* 0, or the extra SIGURG timer's period */
 	double start_ns;		/* worker CPU time when the first began */
 	double end_ns;			/* ... when the last ended */
 	int running;
@@ -57,42 +53,16 @@ static double thread_cpu_ns(void)
 	return ts.tv_sec * 1e9 + ts.tv_nsec;
 }
 
-static timer_t start_signal_timer(uint64_t period_ns)
-{
-	struct sigevent sev = {
-		.sigev_notify = SIGEV_THREAD_ID,
-		.sigev_signo = SIGURG,
-	};
-	struct itimerspec its = {
-		.it_interval = { 0, (long)period_ns },
-		.it_value = { 0, (long)period_ns },
-	};
-	timer_t timer;
-
-	sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
-	if (timer_create(CLOCK_MONOTONIC, &sev, &timer) ||
-	    timer_settime(timer, 0, &its, NULL)) {
-		perror("timer_create");
-		exit(1);
-	}
-	return timer;
-}
-
 /* One worker: the fibers take turns, so plain fields are enough. */
 static void *spin(void *arg)
 {
 	struct spin_args *a = arg;
 	volatile unsigned long i;
-	timer_t timer = 0;
 
 	if (!a->running++)
 		a->start_ns = thread_cpu_ns();
-	if (a->signal_every_ns)
-		timer = start_signal_timer(a->signal_every_ns);
 	for (i = 0; i < a->iterations; i++)
 		;
-	if (a->signal_every_ns)
-		timer_delete(timer);
 	a->end_ns = thread_cpu_ns();
 	return NULL;
 }
@@ -102,10 +72,7 @@ static bool run(enum fiber_preempt_mode mode, uint64_t slice_ns,
 		unsigned long iterations, struct result *r)
 {
 	struct fiber_config cfg = { .workers = 1, .mode = mode, .slice_ns = slice_ns };
-	struct spin_args a = {
-		.iterations = iterations,
-		.signal_every_ns = mode == FIBER_PREEMPT_SIGNAL ? slice_ns : 0,
-	};
+	struct spin_args a = { .iterations = iterations };
 	struct fiber_worker_stats st;
 	fiber_t *f[NR_FIBERS];
 	int ret, i;

@@ -75,10 +75,11 @@ struct fiber_worker {
 	uint64_t switches;
 	uint64_t deferred_stack;	/* upcalls declined: a frame not preemptible */
 	int init_error;			/* set once the worker has started */
-	/* signal backend */
-	timer_t timer;
-	bool timer_armed;
-	uint64_t sig_seen_switch;
+	/* signal backend: the worker's CPU clock, and the monitor's view */
+	clockid_t cpu_clock;
+	uint64_t mon_switch;		/* switch_count when the slice began */
+	uint64_t mon_deadline;		/* CPU time to look again */
+	uint64_t mon_retry;		/* delay of the next retry */
 	sigset_t sigmask;		/* the worker's mask outside signal handlers */
 	stack_t altstack;		/* the worker's alternate signal stack */
 } __attribute__((aligned(FIBER_PREEMPT_CTL_ALIGN)));
@@ -113,6 +114,10 @@ struct fiber_sched {
 	unsigned int nr_workers;
 	struct fiber_worker *workers;
 	int dev_fd;
+	pthread_t monitor;		/* signal backend */
+	bool monitor_running;
+	bool monitor_stop;
+	pid_t pid;			/* the sender the signal handler accepts */
 	unsigned int nr_ranges;
 	struct fiber_preempt_range ranges[FIBER_PREEMPT_MAX_RANGES];
 	/* fiber_preempt_add_library() names, resolved at start. */
@@ -163,6 +168,8 @@ int fiber_preempt_setup(enum fiber_preempt_mode *mode) FIBER_HIDDEN;
 void fiber_preempt_teardown(void) FIBER_HIDDEN;
 int fiber_preempt_worker_start(struct fiber_worker *w) FIBER_HIDDEN;
 void fiber_preempt_worker_stop(struct fiber_worker *w) FIBER_HIDDEN;
+int fiber_preempt_sched_started(void) FIBER_HIDDEN;
+void fiber_preempt_sched_stopping(void) FIBER_HIDDEN;
 
 /* sigmask.c */
 void fiber_sigmask_apply(const sigset_t *mask) FIBER_HIDDEN;

@@ -7,9 +7,10 @@
  * saves everything and calls fiber_upcall_handler(). They differ in who
  * decides:
  *  - kmod: the fiber_preempt module's per-thread hrtimer, on CPU time;
- *  - signal: a per-worker CLOCK_THREAD_CPUTIME_ID timer sends SIGURG to
- *    the worker, and the handler below applies the module's rules to the
- *    ucontext and rewrites its PC, as Go's asynchronous preemption does.
+ *  - signal: a monitor thread (below) sends SIGURG to a worker whose fiber
+ *    has held it for a slice of CPU time, and the handler applies the
+ *    module's rules to the ucontext and rewrites its PC, as Go's
+ *    asynchronous preemption does.
  *
  * The rules: one fiber held the worker for a slice (ctl->switch_count did
  * not move), no upcall is under way, no signal handler is running (the
@@ -36,6 +37,7 @@
 #include <link.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -47,6 +49,7 @@
 
 #define PREEMPT_SIGNAL	SIGURG
 #define RETRY_NS	20000ULL
+#define MONITOR_IDLE_NS	10000000ULL
 
 extern const char __start_libfiber_text[] __attribute__((weak)) FIBER_HIDDEN;
 extern const char __stop_libfiber_text[] __attribute__((weak)) FIBER_HIDDEN;
@@ -276,17 +279,6 @@ void fiber_upcall_handler(struct fiber_upcall_frame *frame)
 	fiber_arch_upcall_return(frame, &w->sigmask, &w->altstack);
 }
 
-static void arm_signal_timer(struct fiber_worker *w, uint64_t first_ns)
-{
-	struct itimerspec its = {
-		.it_interval = { fiber_sched.slice_ns / 1000000000ULL,
-				 fiber_sched.slice_ns % 1000000000ULL },
-		.it_value = { first_ns / 1000000000ULL, first_ns % 1000000000ULL },
-	};
-
-	timer_settime(w->timer, 0, &its, NULL);
-}
-
 /* The kernel fills only its own sigset_t, the first 8 bytes, in a ucontext. */
 static bool same_kernel_sigset(const sigset_t *a, const sigset_t *b)
 {
@@ -301,15 +293,13 @@ static void preempt_signal_handler(int sig, siginfo_t *si, void *ucv)
 	ucontext_t *uc = ucv;
 	__u64 *counter;
 	uint64_t pc;
-	int saved_errno;
 
-	if (!w || si->si_code != SI_TIMER || !w->timer_armed)
+	/* Only the monitor's signals; it sends the switch count it saw. */
+	if (!w || si->si_code != SI_QUEUE || si->si_pid != fiber_sched.pid)
 		return;
 	ctl = &w->ctl;
-	if (ctl->switch_count != w->sig_seen_switch) {
-		w->sig_seen_switch = ctl->switch_count;
-		return;
-	}
+	if (ctl->switch_count != (uintptr_t)si->si_value.sival_ptr)
+		return;			/* the fiber switched meanwhile */
 	ctl->fired++;
 	pc = fiber_arch_uc_pc(uc);
 	if (ctl->in_upcall)
@@ -329,10 +319,7 @@ static void preempt_signal_handler(int sig, siginfo_t *si, void *ucv)
 		fiber_arch_uc_set_pc(uc, (uintptr_t)fiber_upcall_entry);
 		return;
 	}
-	ctl->pending = 1;
-	saved_errno = errno;
-	arm_signal_timer(w, RETRY_NS);
-	errno = saved_errno;
+	ctl->pending = 1;	/* the monitor tries again */
 }
 
 static int open_device(void)
@@ -407,19 +394,100 @@ static int register_worker(struct fiber_worker *w)
 	return 0;
 }
 
-static int start_signal_timer(struct fiber_worker *w)
+/*
+ * The signal backend's monitor, Go's sysmon: every few hundred
+ * microseconds it looks at each worker that runs a fiber, and when the
+ * worker's CPU time has grown by a slice while its switch count stayed
+ * the same, one fiber has held it for a slice: it sends the worker
+ * SIGURG with that switch count, so the handler can tell a signal that
+ * arrives after a switch. CPU time, from the worker's thread clock, makes
+ * a worker blocked in a system call no candidate, as the module's timer
+ * only runs on a CPU. A deferred preemption is retried after RETRY_NS of
+ * the worker's CPU time, doubling up to a slice while it stays deferred
+ * (a fiber in a long libc call would otherwise take a signal every
+ * 20 us). With no fiber running anywhere, the monitor wakes every
+ * MONITOR_IDLE_NS only.
+ */
+static uint64_t clock_ns(clockid_t clock)
 {
-	struct sigevent sev = {
-		.sigev_notify = SIGEV_THREAD_ID,
-		.sigev_signo = PREEMPT_SIGNAL,
-	};
+	struct timespec ts;
 
-	sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
-	if (timer_create(CLOCK_THREAD_CPUTIME_ID, &sev, &w->timer))
-		return -errno;
-	w->timer_armed = true;
-	arm_signal_timer(w, fiber_sched.slice_ns);
+	clock_gettime(clock, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+/* One look at w; returns how much more of its CPU time may pass before the next. */
+static uint64_t monitor_worker(struct fiber_worker *w)
+{
+	uint64_t sw = __atomic_load_n(&w->ctl.switch_count, __ATOMIC_RELAXED);
+	uint64_t cpu = clock_ns(w->cpu_clock);
+	union sigval v = { .sival_ptr = (void *)(uintptr_t)sw };
+
+	if (sw != w->mon_switch) {
+		w->mon_switch = sw;
+		w->mon_deadline = cpu + fiber_sched.slice_ns;
+		w->mon_retry = RETRY_NS;
+	}
+	if (cpu < w->mon_deadline)
+		return w->mon_deadline - cpu;
+	pthread_sigqueue(w->thread, PREEMPT_SIGNAL, v);
+	w->mon_deadline = cpu + w->mon_retry;
+	if (w->mon_retry < fiber_sched.slice_ns)
+		w->mon_retry *= 2;
+	return w->mon_deadline - cpu;
+}
+
+static void *monitor_main(void *arg)
+{
+	struct timespec ts;
+	uint64_t sleep_ns, next;
+	unsigned int i;
+
+	/* The default 50 us of timer slack would stretch short slices. */
+	prctl(PR_SET_TIMERSLACK, 1000UL);
+	while (!__atomic_load_n(&fiber_sched.monitor_stop, __ATOMIC_ACQUIRE)) {
+		sleep_ns = MONITOR_IDLE_NS;
+		for (i = 0; i < fiber_sched.nr_workers; i++) {
+			struct fiber_worker *w = &fiber_sched.workers[i];
+
+			/* Racy: a fiber that starts now is looked at next time. */
+			if (!__atomic_load_n(&w->current, __ATOMIC_RELAXED)) {
+				w->mon_switch = UINT64_MAX;
+				continue;
+			}
+			next = monitor_worker(w);
+			/* CPU time passes no faster than wall time on one CPU. */
+			if (next < sleep_ns)
+				sleep_ns = next;
+		}
+		if (sleep_ns < RETRY_NS)
+			sleep_ns = RETRY_NS;
+		ts.tv_sec = sleep_ns / 1000000000ULL;
+		ts.tv_nsec = sleep_ns % 1000000000ULL;
+		clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, NULL);
+	}
+	return NULL;
+}
+
+int fiber_preempt_sched_started(void)
+{
+	if (fiber_sched.mode != FIBER_PREEMPT_SIGNAL)
+		return 0;
+	fiber_sched.pid = getpid();
+	fiber_sched.monitor_stop = false;
+	if (pthread_create(&fiber_sched.monitor, NULL, monitor_main, NULL))
+		return -EAGAIN;
+	fiber_sched.monitor_running = true;
 	return 0;
+}
+
+void fiber_preempt_sched_stopping(void)
+{
+	if (!fiber_sched.monitor_running)
+		return;
+	__atomic_store_n(&fiber_sched.monitor_stop, true, __ATOMIC_RELEASE);
+	pthread_join(fiber_sched.monitor, NULL);
+	fiber_sched.monitor_running = false;
 }
 
 int fiber_preempt_worker_start(struct fiber_worker *w)
@@ -430,7 +498,8 @@ int fiber_preempt_worker_start(struct fiber_worker *w)
 	case FIBER_PREEMPT_KMOD:
 		return register_worker(w);
 	case FIBER_PREEMPT_SIGNAL:
-		return start_signal_timer(w);
+		w->mon_switch = UINT64_MAX;
+		return -pthread_getcpuclockid(pthread_self(), &w->cpu_clock);
 	default:
 		return 0;
 	}
@@ -438,15 +507,6 @@ int fiber_preempt_worker_start(struct fiber_worker *w)
 
 void fiber_preempt_worker_stop(struct fiber_worker *w)
 {
-	switch (fiber_sched.mode) {
-	case FIBER_PREEMPT_KMOD:
+	if (fiber_sched.mode == FIBER_PREEMPT_KMOD)
 		ioctl(fiber_sched.dev_fd, FIBER_PREEMPT_IOC_UNREGISTER, NULL);
-		break;
-	case FIBER_PREEMPT_SIGNAL:
-		w->timer_armed = false;
-		timer_delete(w->timer);
-		break;
-	default:
-		break;
-	}
 }

@@ -293,6 +293,7 @@ static void stop_workers(unsigned int n)
 {
 	unsigned int i;
 
+	fiber_preempt_sched_stopping();
 	sched_lock();
 	fiber_sched.stopping = true;
 	pthread_cond_broadcast(&fiber_sched.idle);
@@ -347,6 +348,7 @@ static void after_fork_child(void)
 	fiber_sched.runq.head = fiber_sched.runq.tail = NULL;
 	fiber_sched.sleepers = NULL;
 	fiber_sched.stopping = false;
+	fiber_sched.monitor_running = false;
 	fiber_sched.state = FIBER_SCHED_STOPPED;
 	if (fiber_sched.dev_fd >= 0) {
 		close(fiber_sched.dev_fd);
@@ -435,6 +437,11 @@ int fiber_sched_start(const struct fiber_config *cfg)
 	err = start_workers();
 	if (err)
 		goto fail;
+	err = fiber_preempt_sched_started();
+	if (err) {
+		stop_workers(fiber_sched.nr_workers);
+		goto fail;
+	}
 	sched_lock();
 	fiber_sched.state = FIBER_SCHED_RUNNING;
 	sched_unlock();
@@ -469,13 +476,25 @@ enum fiber_preempt_mode fiber_sched_mode(void)
 	return fiber_sched.mode;
 }
 
+/*
+ * Once stopping, only fibers (which keep it from stopping) may spawn.
+ * Checked before the stack is made (its size is fixed while the scheduler
+ * runs) and again, lock held, before the fiber is queued.
+ */
+static bool may_spawn(void)
+{
+	enum fiber_sched_state state = __atomic_load_n(&fiber_sched.state, __ATOMIC_RELAXED);
+
+	return state == FIBER_SCHED_RUNNING || (state == FIBER_SCHED_STOPPING && fiber_self());
+}
+
 int fiber_spawn(fiber_t **fiber, void *(*fn)(void *), void *arg)
 {
 	long page = sysconf(_SC_PAGESIZE);
 	struct fiber *f;
 	size_t size;
 
-	if (!fn || !fiber)
+	if (!fn || !fiber || !may_spawn())
 		return -EINVAL;
 	f = calloc(1, sizeof(*f));
 	if (!f)
@@ -504,9 +523,7 @@ int fiber_spawn(fiber_t **fiber, void *(*fn)(void *), void *arg)
 	f->sp = fiber_arch_init_stack((char *)f->map + size, f);
 
 	sched_lock();
-	/* Once stopping, only fibers (which keep it from stopping) may spawn. */
-	if (fiber_sched.state != FIBER_SCHED_RUNNING &&
-	    !(fiber_sched.state == FIBER_SCHED_STOPPING && fiber_self())) {
+	if (!may_spawn()) {
 		sched_unlock();
 		free_fiber(f);
 		return -EINVAL;

@@ -9,8 +9,9 @@
  *
  *  - FIBER_PREEMPT_KMOD: the fiber_preempt kernel module times each worker
  *    on its CPU and redirects it into the library's upcall trampoline;
- *  - FIBER_PREEMPT_SIGNAL: a per-worker CPU-time timer and a signal (SIGURG)
- *    whose handler redirects to the same trampoline;
+ *  - FIBER_PREEMPT_SIGNAL: a monitor thread times each worker's slices on
+ *    its CPU clock and sends it a signal (SIGURG) whose handler redirects
+ *    to the same trampoline; slices from about 100 us on are honoured;
  *  - FIBER_PREEMPT_OFF: cooperative only (fiber_yield(), blocking calls).
  *
  * Code in shared libraries (libc, ld.so) and in libfiber itself is never
@@ -86,7 +87,7 @@ enum fiber_preempt_mode {
 struct fiber_config {
 	unsigned int workers;		/* worker threads; 0 means 1 */
 	enum fiber_preempt_mode mode;
-	uint64_t slice_ns;		/* 0 means 1 ms; at least 10 us */
+	uint64_t slice_ns;		/* 0 means 1 ms; at least 10 us (kmod), ~100 us (signal) */
 	size_t stack_size;		/* per fiber; 0 means 256 KiB */
 	unsigned int flags;		/* FIBER_MIGRATE* */
 };

@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Preempted fibers run for about the configured slice of CPU time, in
+ * signal mode too (a monitor thread, not the scheduler tick, times it):
+ * with a 1 ms slice the median run is within a generous bound of 1 ms.
+ */
+#include "kselftest_harness.h"
+#include "fiber_test.h"
+#include "slices.h"
+
+#define SLICE_NS	1000000ULL
+#define TARGET_RUNS	200
+#define TIME_LIMIT_NS	30000000000ULL
+
+FIBER_MODE_FIXTURE(slices);
+
+TEST_F_TIMEOUT(slices, median_run_near_the_slice, 120)
+{
+	struct fiber_config cfg = { .workers = 1, .mode = variant->mode, .slice_ns = SLICE_NS };
+	static struct slices sl;
+	fiber_t *a, *b;
+	uint64_t median, p90, deadline;
+
+	FIBER_START(&cfg);
+	ASSERT_EQ(0, fiber_spawn(&a, slices_spin, &sl));
+	ASSERT_EQ(0, fiber_spawn(&b, slices_spin, &sl));
+	deadline = test_now_ns() + TIME_LIMIT_NS;
+	while (atomic_load(&sl.nr_runs) < TARGET_RUNS && test_now_ns() < deadline)
+		fiber_sleep(10000000);
+	atomic_store(&sl.stop, true);
+	ASSERT_EQ(0, fiber_join(a, NULL));
+	ASSERT_EQ(0, fiber_join(b, NULL));
+	ASSERT_EQ(0, fiber_sched_stop());
+	median = slices_percentile(&sl, 50);
+	p90 = slices_percentile(&sl, 90);
+	TH_LOG("%d runs: median %lu us, p90 %lu us of CPU time (slice %llu us)",
+	       atomic_load(&sl.nr_runs), median / 1000, p90 / 1000, SLICE_NS / 1000);
+	ASSERT_LE(TARGET_RUNS, atomic_load(&sl.nr_runs));
+	ASSERT_LE(SLICE_NS / 2, median);
+	ASSERT_GE(SLICE_NS * 5 / 2, median);
+}
+
+TEST_HARNESS_MAIN
