@@ -108,7 +108,8 @@ void fiber_unwind_reset(void)
 	nr_objects = 0;
 }
 
-static uint64_t read_uleb(const uint8_t **p, const uint8_t *end)
+/* LEB128 at *p: unsigned, or sign-extended when is_signed. */
+static uint64_t read_leb(const uint8_t **p, const uint8_t *end, bool is_signed)
 {
 	uint64_t v = 0;
 	unsigned int shift = 0;
@@ -122,26 +123,19 @@ static uint64_t read_uleb(const uint8_t **p, const uint8_t *end)
 			v |= (uint64_t)(b & 0x7f) << shift;
 		shift += 7;
 	} while (b & 0x80);
+	if (is_signed && shift < 64 && (b & 0x40))
+		v |= ~(uint64_t)0 << shift;
 	return v;
+}
+
+static uint64_t read_uleb(const uint8_t **p, const uint8_t *end)
+{
+	return read_leb(p, end, false);
 }
 
 static int64_t read_sleb(const uint8_t **p, const uint8_t *end)
 {
-	uint64_t v = 0;
-	unsigned int shift = 0;
-	uint8_t b;
-
-	do {
-		if (*p >= end)
-			return 0;
-		b = *(*p)++;
-		if (shift < 64)
-			v |= (uint64_t)(b & 0x7f) << shift;
-		shift += 7;
-	} while (b & 0x80);
-	if (shift < 64 && (b & 0x40))
-		v |= ~(uint64_t)0 << shift;
-	return (int64_t)v;
+	return (int64_t)read_leb(p, end, true);
 }
 
 #define READ_FIXED(type, p) ({ type __v; memcpy(&__v, *(p), sizeof(__v)); *(p) += sizeof(__v); __v; })

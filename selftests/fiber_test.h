@@ -48,6 +48,13 @@ static inline uint64_t test_thread_cpu_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
 }
 
+/* Sleeps in 10 ms steps until cond holds or limit_ns have passed. */
+#define FIBER_WAIT_FOR(cond, limit_ns) do {				\
+	uint64_t __deadline = test_now_ns() + (limit_ns);		\
+	while (!(cond) && test_now_ns() < __deadline)			\
+		fiber_sleep(10000000);					\
+} while (0)
+
 /* Sums one statistic over all workers. */
 #define FIBER_STAT_SUM(field) ({					\
 	struct fiber_worker_stats __st;					\

@@ -93,16 +93,13 @@ TEST_F_TIMEOUT(own_malloc, setenv_never_deadlocks, 180)
 {
 	struct fiber_config cfg = { .workers = 1, .mode = variant->mode, .slice_ns = 100000 };
 	fiber_t *f[NR_FIBERS];
-	uint64_t deadline;
 	uintptr_t i;
 
 	FIBER_START(&cfg);
 	for (i = 0; i < NR_FIBERS; i++)
 		ASSERT_EQ(0, fiber_spawn(&f[i], env_main, (void *)i));
-	deadline = test_now_ns() + TIME_LIMIT_NS;
-	while ((FIBER_STAT_SUM(deferred_stack) < TARGET || FIBER_STAT_SUM(preemptions) < TARGET) &&
-	       test_now_ns() < deadline)
-		fiber_sleep(10000000);
+	FIBER_WAIT_FOR(FIBER_STAT_SUM(deferred_stack) >= TARGET &&
+		       FIBER_STAT_SUM(preemptions) >= TARGET, TIME_LIMIT_NS);
 	atomic_store(&stop, true);
 	for (i = 0; i < NR_FIBERS; i++)
 		ASSERT_EQ(0, fiber_join(f[i], NULL));

@@ -103,7 +103,6 @@ static void run(struct __test_metadata *_metadata, enum fiber_preempt_mode mode,
 {
 	struct fiber_config cfg = { .workers = 1, .mode = mode, .slice_ns = 100000 };
 	fiber_t *caller, *other;
-	uint64_t deadline;
 
 	atomic_store(&stop, false);
 	memset(interleaved, 0, sizeof(interleaved));
@@ -111,10 +110,8 @@ static void run(struct __test_metadata *_metadata, enum fiber_preempt_mode mode,
 	FIBER_START(&cfg);
 	ASSERT_EQ(0, fiber_spawn(&caller, caller_main, via));
 	ASSERT_EQ(0, fiber_spawn(&other, other_main, NULL));
-	deadline = test_now_ns() + TIME_LIMIT_NS;
-	while ((FIBER_STAT_SUM(deferred_stack) < TARGET || FIBER_STAT_SUM(preemptions) < TARGET) &&
-	       test_now_ns() < deadline)
-		fiber_sleep(10000000);
+	FIBER_WAIT_FOR(FIBER_STAT_SUM(deferred_stack) >= TARGET &&
+		       FIBER_STAT_SUM(preemptions) >= TARGET, TIME_LIMIT_NS);
 	atomic_store(&stop, true);
 	ASSERT_EQ(0, fiber_join(caller, NULL));
 	ASSERT_EQ(0, fiber_join(other, NULL));

@@ -56,15 +56,12 @@ TEST_F_TIMEOUT(sigmask, blocked_signal_stays_with_its_fiber, 120)
 {
 	struct fiber_config cfg = { .workers = 1, .mode = variant->mode, .slice_ns = 100000 };
 	fiber_t *blocker, *a, *b;
-	uint64_t deadline;
 
 	FIBER_START(&cfg);
 	ASSERT_EQ(0, fiber_spawn(&blocker, blocker_main, NULL));
 	ASSERT_EQ(0, fiber_spawn(&a, spinner_main, NULL));
 	ASSERT_EQ(0, fiber_spawn(&b, spinner_main, NULL));
-	deadline = test_now_ns() + TIME_LIMIT_NS;
-	while (FIBER_STAT_SUM(preemptions) < TARGET && test_now_ns() < deadline)
-		fiber_sleep(10000000);
+	FIBER_WAIT_FOR(FIBER_STAT_SUM(preemptions) >= TARGET, TIME_LIMIT_NS);
 	atomic_store(&stop, true);
 	ASSERT_EQ(0, fiber_join(blocker, NULL));
 	ASSERT_EQ(0, fiber_join(a, NULL));

@@ -19,14 +19,12 @@ TEST_F_TIMEOUT(slices, median_run_near_the_slice, 120)
 	struct fiber_config cfg = { .workers = 1, .mode = variant->mode, .slice_ns = SLICE_NS };
 	static struct slices sl;
 	fiber_t *a, *b;
-	uint64_t median, p90, deadline;
+	uint64_t median, p90;
 
 	FIBER_START(&cfg);
 	ASSERT_EQ(0, fiber_spawn(&a, slices_spin, &sl));
 	ASSERT_EQ(0, fiber_spawn(&b, slices_spin, &sl));
-	deadline = test_now_ns() + TIME_LIMIT_NS;
-	while (atomic_load(&sl.nr_runs) < TARGET_RUNS && test_now_ns() < deadline)
-		fiber_sleep(10000000);
+	FIBER_WAIT_FOR(atomic_load(&sl.nr_runs) >= TARGET_RUNS, TIME_LIMIT_NS);
 	atomic_store(&sl.stop, true);
 	ASSERT_EQ(0, fiber_join(a, NULL));
 	ASSERT_EQ(0, fiber_join(b, NULL));
