@@ -89,7 +89,11 @@ TEST_F(fair, near_equal_shares)
 	ASSERT_LT(0.5, ratio);
 }
 
-/* 3 spinners on 2 workers: pinned by default, equal shares when they may move. */
+/*
+ * 3 spinners on 2 workers: pinned by default (shares 2:1:1, min/max 0.5),
+ * near-equal shares when they may move (0.93-0.97 measured, natively and
+ * in the VM; the bound leaves room for emulation and a loaded host).
+ */
 TEST_F(fair, three_on_two_workers_migrating)
 {
 	struct fiber_config cfg = { .workers = 2, .mode = variant->mode, .slice_ns = 1000000,
@@ -102,7 +106,7 @@ TEST_F(fair, three_on_two_workers_migrating)
 		SKIP(return, "kmod mode: /dev/fiber_preempt absent (module not loaded)");
 	TH_LOG("min/max %.3f, %lu preemptions", ratio, preemptions);
 	ASSERT_TRUE(moved);
-	ASSERT_LT(0.9, ratio);
+	ASSERT_LT(0.8, ratio);
 }
 
 TEST_F(fair, three_on_two_workers_pinned)
