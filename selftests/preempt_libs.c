@@ -67,7 +67,8 @@ FIBER_MODE_FIXTURE(libs);
 TEST_F_TIMEOUT(libs, not_preempted_by_default, 300)
 {
 	run(_metadata, variant->mode);
-	ASSERT_EQ(0, atomic_load(&interleaved));
+	/* The window has a few instructions of the program's own around the call. */
+	ASSERT_GT(CALLS / 4, atomic_load(&interleaved));
 }
 
 TEST_F_TIMEOUT(libs, preempted_when_named, 300)
@@ -75,7 +76,7 @@ TEST_F_TIMEOUT(libs, preempted_when_named, 300)
 	ASSERT_EQ(0, fiber_preempt_add_library(LIB));
 	run(_metadata, variant->mode);
 	if (!_metadata->skip)
-		ASSERT_LT(CALLS / 2, atomic_load(&interleaved));
+		ASSERT_LT(CALLS * 3 / 4, atomic_load(&interleaved));
 }
 
 TEST_F_TIMEOUT(libs, preempted_when_named_in_environment, 300)
@@ -85,7 +86,7 @@ TEST_F_TIMEOUT(libs, preempted_when_named_in_environment, 300)
 	ASSERT_EQ(0, setenv("FIBER_PREEMPT_LIBS", LIB, 1));
 	run(_metadata, variant->mode);
 	if (!_metadata->skip)
-		ASSERT_LT(CALLS / 2, atomic_load(&interleaved));
+		ASSERT_LT(CALLS * 3 / 4, atomic_load(&interleaved));
 	unsetenv("FIBER_PREEMPT_LIBS");
 }
 
