@@ -29,7 +29,7 @@ KDIR       ?= $(ARM64_ROOT)/usr/src/linux-headers-$(KVER)
 VMLINUZ    ?= $(ARM64_ROOT)/boot/vmlinuz-$(KVER)
 KBUILD_ARCH := ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu-
 VM_ENV      = VM_ARCH=aarch64 VM_BUSYBOX=$(ARM64_ROOT)/bin/busybox \
-	      VM_SYSROOT_LIBS="$(addprefix /usr/aarch64-linux-gnu/lib/,ld-linux-aarch64.so.1 libc.so.6 libgcc_s.so.1)"
+	      VM_SYSROOT_LIBS="$(addprefix /usr/aarch64-linux-gnu/lib/,ld-linux-aarch64.so.1 libc.so.6 libgcc_s.so.1 libstdc++.so.6 libm.so.6)"
 else ifeq ($(ARCH),x86_64)
 BUILD      ?= build
 TARGET     := x86_64
