@@ -14,22 +14,41 @@
 
 struct slices {
 	atomic_bool stop;
-	uint64_t runs_ns[SLICES_MAX_RUNS];	/* the worker's CPU time of each run */
+	uint64_t start_ns, start_ticks;		/* for the tick rate */
+	uint64_t runs_ns[SLICES_MAX_RUNS];	/* each run's length, in counter ticks */
 	atomic_int nr_runs;
 };
 
-static inline uint64_t slices_cpu_ns(void)
+/*
+ * The CPU's counter, read in the program's own code: a system call in the
+ * loop (clock_gettime of the thread's CPU clock) would be where most
+ * preemption signals land, and be deferred there.
+ */
+static inline uint64_t slices_ticks(void)
+{
+#if defined(__x86_64__)
+	return __builtin_ia32_rdtsc();
+#elif defined(__aarch64__)
+	uint64_t v;
+
+	__asm__ volatile("isb; mrs %0, cntvct_el0" : "=r"(v));
+	return v;
+#endif
+}
+
+static inline uint64_t slices_mono_ns(void)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
 }
 
 /*
  * Spins in the program's own code; every 2^16 iterations looks at its run
  * count: a new run means the last one ended at the previous look, so each
- * run's CPU time is known to within one look (tens of microseconds).
+ * run's length is known to within one look (tens of microseconds), in
+ * counter ticks (converted by slices_percentile()).
  */
 static inline void *slices_spin(void *arg)
 {
@@ -43,7 +62,7 @@ static inline void *slices_spin(void *arg)
 		if (++i & 0xffff)
 			continue;
 		fiber_stats(fiber_self(), &st);
-		now = slices_cpu_ns();
+		now = slices_ticks();
 		if (st.runs != runs) {
 			/* The first run of each fiber starts before it is seen. */
 			if (runs) {
@@ -66,9 +85,18 @@ static int slices_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Sorts the runs; returns the p-th percentile (0-100) of their lengths. */
+/* Before the fibers start: the reference for the counter's rate. */
+static inline void slices_begin(struct slices *sl)
+{
+	sl->start_ns = slices_mono_ns();
+	sl->start_ticks = slices_ticks();
+}
+
+/* Sorts the runs; returns the p-th percentile (0-100) of their lengths in ns. */
 static inline uint64_t slices_percentile(struct slices *sl, int p)
 {
+	double ns_per_tick = (double)(slices_mono_ns() - sl->start_ns) /
+			     (double)(slices_ticks() - sl->start_ticks);
 	int n = atomic_load(&sl->nr_runs);
 
 	if (n > SLICES_MAX_RUNS)
@@ -76,7 +104,7 @@ static inline uint64_t slices_percentile(struct slices *sl, int p)
 	if (!n)
 		return 0;
 	qsort(sl->runs_ns, n, sizeof(sl->runs_ns[0]), slices_cmp);
-	return sl->runs_ns[(n - 1) * p / 100];
+	return (uint64_t)(sl->runs_ns[(n - 1) * p / 100] * ns_per_tick);
 }
 
 #endif /* _SELFTESTS_SLICES_H */
