@@ -131,7 +131,7 @@ LINK_FIBER := -L$(O)/lib -lfiber -Wl,-rpath,'$$ORIGIN/../lib' -pthread
 SELFTESTS_DEV := device register threads lifetime
 SELFTESTS_LIB := fibers fairness preempt_disable errno libc_safety libc_safety_static \
 		 safe_points own_malloc preempt_libs sigmask locks locks_static cxa_guard lifecycle slices \
-		 signal_handler rseq regs unwind unwind_insn
+		 signal_handler rseq regs unwind unwind_insn $(if $(filter aarch64,$(TARGET)),sve)
 SELFTESTS_AFTER := unloaded
 SELFTESTS_VM := $(SELFTESTS_DEV) $(SELFTESTS_LIB)
 SELFTEST_BINS := $(addprefix $(O)/selftests/,$(SELFTESTS_VM) $(SELFTESTS_AFTER))
@@ -148,6 +148,7 @@ $(addprefix $(O)/selftests/,$(SELFTESTS_DEV) $(SELFTESTS_AFTER)): $(O)/selftests
 
 $(O)/selftests/regs: selftests/regs_$(LIB_ARCH).S
 $(O)/selftests/rseq: selftests/rseq_$(LIB_ARCH).S
+$(O)/selftests/sve: selftests/sve_$(LIB_ARCH).S
 # It defines fiber_upcall_inject for libfiber and walks with libgcc's unwinder.
 $(O)/selftests/unwind: KSFT_LDLIBS := -rdynamic -lgcc_s
 # libfiber linked into the program itself: its own code must still be
@@ -203,7 +204,7 @@ comma := ,
 
 BENCHES := switch preempt unwind locks slices $(if $(filter aarch64,$(TARGET)),sigreturn)
 BENCH_BINS := $(addprefix $(O)/bench/,$(BENCHES))
-BENCH_VM_RUN := preempt,cost unwind slices preempt,slices $(if $(filter aarch64,$(TARGET)),sigreturn)
+BENCH_VM_RUN := preempt,cost unwind slices preempt,slices $(if $(filter aarch64,$(TARGET)),sigreturn preempt,sve)
 
 benches: $(BENCH_BINS)
 # It times the internal stack walker, so it links libfiber.a.

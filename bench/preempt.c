@@ -16,6 +16,8 @@
  *
  *   preempt cost      kmod vs signal cost per preemption, and their ratio
  *   preempt slices    throughput loss of kmod preemption by slice length
+ *   preempt sve       (arm64) kmod cost with live SVE state, by vector
+ *                     length, against the same run without
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -23,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/auxv.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -53,12 +57,25 @@ static double thread_cpu_ns(void)
 	return ts.tv_sec * 1e9 + ts.tv_nsec;
 }
 
+#ifdef __aarch64__
+/* Whether the spinners make their SVE state live first. */
+static bool spin_sve;
+#endif
+
 /* One worker: the fibers take turns, so plain fields are enough. */
 static void *spin(void *arg)
 {
 	struct spin_args *a = arg;
 	volatile unsigned long i;
 
+#ifdef __aarch64__
+	if (spin_sve) {
+		unsigned long vl;
+
+		/* Any SVE instruction: the kernel then keeps Z, P and FFR live. */
+		asm volatile(".arch_extension sve\n\trdvl %0, #1" : "=r"(vl));
+	}
+#endif
 	if (!a->running++)
 		a->start_ns = thread_cpu_ns();
 	for (i = 0; i < a->iterations; i++)
@@ -186,12 +203,61 @@ static int slices(void)
 	return 0;
 }
 
+#ifdef __aarch64__
+static int sve(void)
+{
+	static const int vls[] = { 16, 64, 256 };
+	unsigned long n = calibrate(1000e6);
+	struct result off, kmod, off_sve, kmod_sve;
+	double plain_cost, sve_cost;
+	unsigned int i;
+	int ret;
+
+	if (!(getauxval(AT_HWCAP) & HWCAP_SVE)) {
+		printf("sve: the CPU has no SVE\n");
+		return 0;
+	}
+	median(FIBER_PREEMPT_OFF, 0, n, &off);
+	if (!median(FIBER_PREEMPT_KMOD, 100000, n, &kmod)) {
+		printf("sve: kmod not available (module not loaded)\n");
+		return 0;
+	}
+	plain_cost = (kmod.cpu_ns - off.cpu_ns) / kmod.preemptions;
+	for (i = 0; i < sizeof(vls) / sizeof(vls[0]); i++) {
+		ret = prctl(PR_SVE_SET_VL, vls[i]);
+		if (ret < 0 || (ret & PR_SVE_VL_LEN_MASK) != vls[i])
+			continue;
+		spin_sve = true;
+		median(FIBER_PREEMPT_OFF, 0, n, &off_sve);
+		median(FIBER_PREEMPT_KMOD, 100000, n, &kmod_sve);
+		spin_sve = false;
+		sve_cost = (kmod_sve.cpu_ns - off_sve.cpu_ns) / kmod_sve.preemptions;
+		printf("sve: VL %3d bytes: kmod %.2f us per preemption with live SVE state, "
+		       "%.2f us without: ratio %.2f (%.0f and %.0f preemptions; extra thread CPU "
+		       "time over a cooperative run / preemptions, median of %d, slice 100 us)\n",
+		       vls[i], sve_cost / 1e3, plain_cost / 1e3, sve_cost / plain_cost,
+		       kmod_sve.preemptions, kmod.preemptions, RUNS);
+	}
+	return 0;
+}
+#endif
+
 int main(int argc, char **argv)
 {
+#ifdef __aarch64__
+	if (argc == 2 && !strcmp(argv[1], "sve"))
+		return sve();
+#endif
 	if (argc == 2 && !strcmp(argv[1], "cost"))
 		return cost();
 	if (argc == 2 && !strcmp(argv[1], "slices"))
 		return slices();
-	fprintf(stderr, "usage: %s cost|slices\n", argv[0]);
+	fprintf(stderr, "usage: %s cost|slices%s\n", argv[0],
+#ifdef __aarch64__
+		"|sve"
+#else
+		""
+#endif
+		);
 	return 2;
 }

@@ -35,6 +35,13 @@
  * So the callback applies the abort here, as rseq_ip_fixup() would, and
  * stores the abort handler as the PC to return to.
  *
+ * Vector state: the trampoline saves every register the interrupted code
+ * may hold. On arm64 the SVE registers hold state only after SVE code ran
+ * and until the next system call (TIF_SVE); the callback then tells the
+ * trampoline so (ctl->sve_live) if the registration says
+ * its trampoline saves them, and defers otherwise, as it does while SME
+ * streaming mode or ZA is on, which no trampoline saves yet.
+ *
  * Context and locking
  * -------------------
  * Everything about a registration is touched only on the thread's own CPU,
@@ -119,6 +126,7 @@ struct fp_reg {
 	u64 seen_switch;		/* ctl->switch_count when the slice began */
 	u64 used_ns;			/* on-CPU time of the current slice */
 	u64 on_cpu_since;		/* when used_ns was last brought up to date */
+	u32 flags;			/* FIBER_PREEMPT_REG_* */
 	u32 nr_ranges;
 	struct fiber_preempt_range ranges[FIBER_PREEMPT_MAX_RANGES];
 };
@@ -244,6 +252,7 @@ static u64 *fp_try_deliver(struct fp_reg *reg)
 {
 	struct fiber_preempt_ctl *ctl = reg->ctl;
 	struct pt_regs *regs = get_irq_regs();
+	u32 sve_live;
 	u64 pc;
 
 	if (!regs || !fp_arch_user_regs(regs) || current->mm != reg->mm)
@@ -257,9 +266,12 @@ static u64 *fp_try_deliver(struct fp_reg *reg)
 	pc = instruction_pointer(regs);
 	if (!fp_pc_preemptible(reg, pc))
 		return &ctl->deferred_pc;
+	if (!fp_arch_vector_state(reg->flags, &sve_live))
+		return &ctl->deferred_vector;
 	if (!fp_rseq_resume_pc(&pc))
-		return &ctl->deferred_kernel;
+		return &ctl->deferred_rseq;
 
+	WRITE_ONCE(ctl->sve_live, sve_live);
 	WRITE_ONCE(ctl->upcall_pc, pc);
 	WRITE_ONCE(ctl->in_upcall, 1);
 	fp_arch_redirect(regs, reg->upcall);
@@ -334,7 +346,7 @@ static int fp_check_ranges(const struct fiber_preempt_register *args)
 
 static int fp_check_register(struct fiber_preempt_register *args)
 {
-	if (args->flags || args->__pad)
+	if ((args->flags & ~FIBER_PREEMPT_REG_FLAGS) || args->__pad)
 		return -EINVAL;
 	if (!args->ctl || args->ctl % FIBER_PREEMPT_CTL_ALIGN)
 		return -EINVAL;
@@ -398,6 +410,7 @@ static long fp_ioctl_register(void __user *argp)
 	reg->upcall = args.upcall;
 	reg->upcall_end = args.upcall_end;
 	reg->slice_ns = args.slice_ns;
+	reg->flags = args.flags;
 	reg->nr_ranges = args.nr_ranges;
 	memcpy(reg->ranges, args.ranges, sizeof(reg->ranges));
 	reg->seen_switch = READ_ONCE(reg->ctl->switch_count);
@@ -561,6 +574,7 @@ static int __init fp_init(void)
 	BUILD_BUG_ON(offsetof(struct fiber_preempt_ctl, upcall_pc) != 16);
 	BUILD_BUG_ON(offsetof(struct fiber_preempt_ctl, in_upcall) != 24);
 	BUILD_BUG_ON(offsetof(struct fiber_preempt_ctl, fired) != 32);
+	BUILD_BUG_ON(offsetof(struct fiber_preempt_ctl, sve_live) != 104);
 	BUILD_BUG_ON(sizeof(struct fiber_preempt_register) != 176);
 	BUILD_BUG_ON(sizeof(struct fiber_preempt_version) != 40);
 

@@ -292,6 +292,7 @@ static void preempt_signal_handler(int sig, siginfo_t *si, void *ucv)
 	struct fiber_preempt_ctl *ctl;
 	ucontext_t *uc = ucv;
 	__u64 *counter;
+	uint32_t sve_live = 0;
 	uint64_t pc;
 
 	/* Only the monitor's signals; it sends the switch count it saw. */
@@ -310,10 +311,13 @@ static void preempt_signal_handler(int sig, siginfo_t *si, void *ucv)
 		counter = &ctl->deferred_off;
 	else if (!pc_preemptible(pc))
 		counter = &ctl->deferred_pc;
+	else if (!fiber_arch_uc_vector_state(uc, &sve_live))
+		counter = &ctl->deferred_vector;
 	else
 		counter = &ctl->delivered;
 	(*counter)++;
 	if (counter == &ctl->delivered) {
+		ctl->sve_live = sve_live;
 		ctl->upcall_pc = pc;
 		ctl->in_upcall = 1;
 		fiber_arch_uc_set_pc(uc, (uintptr_t)fiber_upcall_entry);
@@ -381,6 +385,7 @@ static int register_worker(struct fiber_worker *w)
 {
 	struct fiber_preempt_register args = {
 		.size = sizeof(args),
+		.flags = FIBER_PREEMPT_REG_SAVES_SVE,
 		.ctl = (uintptr_t)&w->ctl,
 		.upcall = (uintptr_t)fiber_upcall_entry,
 		.upcall_end = (uintptr_t)fiber_upcall_end,

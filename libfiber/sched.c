@@ -30,6 +30,12 @@
 #include "internal.h"
 
 #define DEFAULT_STACK_SIZE	(256 * 1024)
+/*
+ * Below each stack, more than the largest upcall frame (12 KiB on arm64,
+ * where the SP moves once for all of it): an upcall that finds too little
+ * stack faults there instead of writing over the next mapping.
+ */
+#define STACK_GUARD_SIZE	(16 * 1024)
 #define DEFAULT_SLICE_NS	1000000ULL
 
 struct fiber_sched fiber_sched = {
@@ -492,22 +498,23 @@ int fiber_spawn(fiber_t **fiber, void *(*fn)(void *), void *arg)
 {
 	long page = sysconf(_SC_PAGESIZE);
 	struct fiber *f;
-	size_t size;
+	size_t size, guard;
 
 	if (!fn || !fiber || !may_spawn())
 		return -EINVAL;
 	f = calloc(1, sizeof(*f));
 	if (!f)
 		return -ENOMEM;
-	size = fiber_sched.stack_size + page;
+	guard = (STACK_GUARD_SIZE + page - 1) & ~(size_t)(page - 1);
+	size = fiber_sched.stack_size + guard;
 	f->map = mmap(NULL, size, PROT_READ | PROT_WRITE,
 		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
 	if (f->map == MAP_FAILED) {
 		free(f);
 		return -ENOMEM;
 	}
-	/* The guard page: an overflow faults instead of corrupting memory. */
-	if (mprotect(f->map, page, PROT_NONE)) {
+	/* The guard: an overflow faults instead of corrupting memory. */
+	if (mprotect(f->map, guard, PROT_NONE)) {
 		int err = -errno;
 
 		munmap(f->map, size);
@@ -515,7 +522,7 @@ int fiber_spawn(fiber_t **fiber, void *(*fn)(void *), void *arg)
 		return err;
 	}
 	f->map_size = size;
-	f->stack_lo = (uintptr_t)f->map + page;
+	f->stack_lo = (uintptr_t)f->map + guard;
 	f->stack_hi = (uintptr_t)f->map + size;
 	f->fn = fn;
 	f->arg = arg;
@@ -679,7 +686,10 @@ int fiber_worker_stats(unsigned int worker, struct fiber_worker_stats *st)
 	st->deferred_off = ctl->deferred_off;
 	st->deferred_pc = ctl->deferred_pc;
 	st->deferred_signal = ctl->deferred_signal;
-	st->deferred_other = ctl->deferred_upcall + ctl->deferred_kernel;
+	st->deferred_kernel = ctl->deferred_kernel;
+	st->deferred_upcall = ctl->deferred_upcall;
+	st->deferred_rseq = ctl->deferred_rseq;
+	st->deferred_vector = ctl->deferred_vector;
 	sched_unlock();
 	return 0;
 }

@@ -95,10 +95,18 @@ TEST_F(reg, larger_size_needs_zero_tail)
 
 TEST_F(reg, unknown_flags)
 {
-	self->args.flags = 1;
+	self->args.flags = FIBER_PREEMPT_REG_FLAGS << 1;
 	ASSERT_EQ(-EINVAL, do_register(self));
 	self->args.flags = 0x80000000u;
 	ASSERT_EQ(-EINVAL, do_register(self));
+}
+
+/* Known on every architecture; it only changes what arm64 delivers. */
+TEST_F(reg, saves_sve_flag)
+{
+	self->args.flags = FIBER_PREEMPT_REG_SAVES_SVE;
+	ASSERT_EQ(0, do_register(self));
+	ASSERT_EQ(0, do_unregister(self));
 }
 
 TEST_F(reg, nonzero_padding)

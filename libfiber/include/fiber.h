@@ -88,7 +88,7 @@ struct fiber_config {
 	unsigned int workers;		/* worker threads; 0 means 1 */
 	enum fiber_preempt_mode mode;
 	uint64_t slice_ns;		/* 0 means 1 ms; at least 10 us (kmod), ~100 us (signal) */
-	size_t stack_size;		/* per fiber; 0 means 256 KiB */
+	size_t stack_size;		/* per fiber; 0 means 256 KiB; upcalls need 12 KiB free (arm64) */
 	unsigned int flags;		/* FIBER_MIGRATE* */
 };
 
@@ -100,7 +100,14 @@ struct fiber_worker_stats {
 	uint64_t deferred_off;		/* ... while preemption was disabled */
 	uint64_t deferred_pc;		/* ... while outside the program's code */
 	uint64_t deferred_signal;	/* ... while a signal handler ran */
-	uint64_t deferred_other;	/* ... in the kernel or in an upcall */
+	uint64_t deferred_kernel;	/* ... while in the kernel */
+	uint64_t deferred_upcall;	/* ... while an upcall was starting */
+	uint64_t deferred_rseq;		/* ... while rseq state was unreadable */
+	/*
+	 * ... while vector state the upcall does not save was live (arm64:
+	 * SME streaming mode or ZA; SVE registers are saved)
+	 */
+	uint64_t deferred_vector;
 	/*
 	 * ... while a frame below the interrupted one was outside the
 	 * program's code (a callback from libc), or the stack could not be

@@ -22,7 +22,12 @@
 #include <linux/ioctl.h>
 
 #define FIBER_PREEMPT_DEVICE		"/dev/fiber_preempt"
-#define FIBER_PREEMPT_API_VERSION	1
+/*
+ * 1: the first interface.
+ * 2: FIBER_PREEMPT_REG_SAVES_SVE and ctl->sve_live; deferred_kernel split
+ *    into deferred_kernel, deferred_rseq and deferred_vector.
+ */
+#define FIBER_PREEMPT_API_VERSION	2
 
 /* Bounds the module enforces on a slice, in nanoseconds. */
 #define FIBER_PREEMPT_MIN_SLICE_NS	10000ULL		/* 10 us */
@@ -77,11 +82,7 @@ struct fiber_preempt_ctl {
 	__u64 deferred_off;	/* ... not sent: preempt_off was set */
 	__u64 deferred_pc;	/* ... not sent: PC not in a preemptible range */
 	__u64 deferred_upcall;	/* ... not sent: in_upcall was set */
-	/*
-	 * ... not sent: in kernel mode, rseq state unreadable, or (arm64)
-	 * live SVE state the trampoline does not save
-	 */
-	__u64 deferred_kernel;
+	__u64 deferred_kernel;	/* ... not sent: interrupted in kernel mode */
 	/*
 	 * ... not sent: the thread's signal mask is not the one it had when
 	 * it registered, i.e. it is running a signal handler (or has
@@ -89,8 +90,23 @@ struct fiber_preempt_ctl {
 	 * may be switched out.
 	 */
 	__u64 deferred_signal;
-	/* Reserved for per-architecture delivery state; zero. */
-	__u64 arch[3];
+	/* ... not sent: the thread's rseq state could not be read */
+	__u64 deferred_rseq;
+	/*
+	 * ... not sent: live vector state the trampoline does not save
+	 * (arm64: SVE registers without FIBER_PREEMPT_REG_SAVES_SVE, SME
+	 * streaming mode or ZA storage)
+	 */
+	__u64 deferred_vector;
+	/*
+	 * kernel, on delivery, arm64 with FIBER_PREEMPT_REG_SAVES_SVE: 1 if
+	 * the thread's SVE registers were live when it was interrupted
+	 * (Z0-Z31 beyond their low 128 bits, P0-P15 and FFR hold state), else
+	 * 0. user: the trampoline then saves them at the vector length the
+	 * CPU reports (RDVL). 0 on other architectures.
+	 */
+	__u32 sve_live;
+	__u32 __pad;
 	__u64 __reserved[2];
 };
 
@@ -100,10 +116,22 @@ struct fiber_preempt_range {
 	__u64 end;
 };
 
+/*
+ * Registration flags.
+ *
+ * FIBER_PREEMPT_REG_SAVES_SVE (arm64): the trampoline saves and restores
+ * the SVE registers when ctl->sve_live is set, so the module may
+ * deliver while they are live. Without it the module defers while they
+ * are live (until a system call discards them). Accepted and without
+ * effect on other architectures.
+ */
+#define FIBER_PREEMPT_REG_SAVES_SVE	(1U << 0)
+#define FIBER_PREEMPT_REG_FLAGS		FIBER_PREEMPT_REG_SAVES_SVE
+
 /* Argument of FIBER_PREEMPT_IOC_REGISTER, written by user. */
 struct fiber_preempt_register {
 	__u32 size;		/* sizeof(struct fiber_preempt_register) */
-	__u32 flags;		/* none defined yet: must be 0 */
+	__u32 flags;		/* FIBER_PREEMPT_REG_*; others must be 0 */
 	__u64 ctl;		/* address of the thread's fiber_preempt_ctl */
 	__u64 upcall;		/* trampoline entry point */
 	__u64 upcall_end;	/* [upcall, upcall_end) is never interrupted */

@@ -6,16 +6,37 @@
 #include <linux/thread_info.h>
 #include <asm/cpufeature.h>
 #include <asm/ptrace.h>
+#include <asm/sysreg.h>
 
-/*
- * Interrupted at EL0 in AArch64 state, with no live SVE state: the
- * trampoline saves the FP/SIMD view (q0-q31) only, so a thread whose SVE
- * registers are live is not preempted until a system call drops them.
- */
+/* Interrupted at EL0 in AArch64 state. */
 static inline bool fp_arch_user_regs(struct pt_regs *regs)
 {
-	return user_mode(regs) && !compat_user_mode(regs) &&
-	       !test_thread_flag(TIF_SVE);
+	return user_mode(regs) && !compat_user_mode(regs);
+}
+
+/*
+ * Whether the trampoline can save the interrupted thread's vector state,
+ * and whether it must save more than q0-q31, FPSR and FPCR (which it
+ * always saves): *sve_live when the SVE registers are live (TIF_SVE:
+ * Z0-Z31 beyond 128 bits, P0-P15 and FFR hold state until the next system
+ * call discards them). Interrupted from EL0 in hard
+ * irq, the registers are still the thread's own.
+ *
+ * SME streaming mode and ZA are not saved: while either is on (SVCR, read
+ * from the CPU: EL0 switches them without trapping), preemption waits.
+ */
+static inline bool fp_arch_vector_state(u32 reg_flags, u32 *sve_live)
+{
+	*sve_live = 0;
+	if (system_supports_sme() &&
+	    (read_sysreg_s(SYS_SVCR) & (SVCR_SM_MASK | SVCR_ZA_MASK)))
+		return false;
+	if (!test_thread_flag(TIF_SVE))
+		return true;
+	if (!(reg_flags & FIBER_PREEMPT_REG_SAVES_SVE))
+		return false;
+	*sve_live = 1;
+	return true;
 }
 
 /*

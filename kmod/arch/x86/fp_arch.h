@@ -11,6 +11,13 @@ static inline bool fp_arch_user_regs(struct pt_regs *regs)
 	return user_mode(regs) && user_64bit_mode(regs);
 }
 
+/* The trampoline saves the whole XSAVE state: nothing to tell it. */
+static inline bool fp_arch_vector_state(u32 reg_flags, u32 *sve_live)
+{
+	*sve_live = 0;
+	return true;
+}
+
 /* The interrupt returns with IRET, which reloads RIP from pt_regs. */
 static inline void fp_arch_redirect(struct pt_regs *regs, unsigned long pc)
 {

@@ -7,6 +7,8 @@
 
 _Static_assert(offsetof(struct fiber_preempt_ctl, upcall_pc) == CTL_UPCALL_PC,
 	       "frame.h and the UAPI disagree on upcall_pc");
+_Static_assert(offsetof(struct fiber_preempt_ctl, sve_live) == CTL_SVE_LIVE,
+	       "frame.h and the UAPI disagree on sve_live");
 
 void fiber_arch_init(void)
 {

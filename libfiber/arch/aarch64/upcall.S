@@ -16,22 +16,30 @@
  *
  *   1. "bti c": the redirect lands as an indirect call would (the module
  *      sets PSTATE.BTYPE as for a signal handler);
- *   2. one SP adjustment of 8 KiB (AArch64 has no red zone) for the frame;
- *   3. save x0-x30, then NZCV, FPSR, FPCR, q0-q31, the SP and the PC;
+ *   2. one SP adjustment of 12 KiB (AArch64 has no red zone) for the frame;
+ *   3. save x0-x30, then NZCV, FPSR, FPCR, q0-q31, the SP and the PC, and
+ *      when ctl->sve_live says the SVE registers are live, z0-z31, p0-p15
+ *      and FFR at the vector length the CPU reports;
  *   4. call fiber_upcall_handler(frame), which switches fibers, returns
  *      when this fiber runs again on this worker, and completes the frame
- *      (signal mask, alternate stack, FP/SIMD record header);
+ *      (signal mask, alternate stack, record headers);
  *   5. rt_sigreturn.
  *
- * SVE state is not saved: the module defers preemption while the thread
- * has live SVE state, and in signal mode the kernel's signal frame holds
- * it. Layout in frame.h; the CFI marks a signal frame whose CFA is the
+ * The SVE registers are saved in the record rt_sigreturn reads for them
+ * (sve_context, reached through an extra_context record), which puts
+ * them back with the rest. The module reports them live in ctl->sve_live
+ * (the registration says this trampoline saves them); in signal mode the
+ * handler does, from the kernel's signal frame. SME streaming mode and ZA
+ * are not saved: both senders defer while either is on.
+ *
+ * Layout in frame.h; the CFI marks a signal frame whose CFA is the
  * interrupted SP, with the interrupted PC in its own return column (96,
  * the one libgcc uses for kernel signal frames)
  * so that x30 keeps the interrupted code's value for the next frame up.
  */
 #include "frame.h"
 
+	.arch	armv8.2-a+sve
 	.section libfiber_text,"ax",%progbits
 
 	.globl	fiber_upcall_entry
@@ -95,9 +103,29 @@ fiber_upcall_entry:
 	ldr	x0, [x0, #:gottprel_lo12:fiber_tls_ctl]
 	mrs	x1, tpidr_el0
 	ldr	x0, [x1, x0]			/* this worker's control block */
-	ldr	x0, [x0, #CTL_UPCALL_PC]
-	str	x0, [sp, #UC_PC]		/* the interrupted PC */
+	ldr	x2, [x0, #CTL_UPCALL_PC]
+	str	x2, [sp, #UC_PC]		/* the interrupted PC */
 	.cfi_offset 96, UC_PC - UPCALL_FRAME_SIZE
+	ldr	w2, [x0, #CTL_SVE_LIVE]
+	str	x2, [sp, #UPCALL_SVE_VL]
+	cbz	w2, 1f
+	/*
+	 * SVE live: the Z, P and FFR registers, at the CPU's vector length
+	 * (what rt_sigreturn checks the record against).
+	 */
+	rdvl	x2, #1
+	str	x2, [sp, #UPCALL_SVE_VL]
+	add	x0, sp, #SVE_ZREGS
+	.irp	n, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31
+	str	z\n, [x0, #\n, mul vl]
+	.endr
+	add	x0, x0, x2, lsl #5		/* p0: after 32 vectors */
+	.irp	n, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+	str	p\n, [x0, #\n, mul vl]
+	.endr
+	rdffr	p0.b				/* p0 is saved: FFR through it */
+	str	p0, [x0, #16, mul vl]
+1:
 
 	mov	x0, sp
 	bl	fiber_upcall_handler

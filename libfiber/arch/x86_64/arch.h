@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <ucontext.h>
 
@@ -37,6 +38,13 @@ static inline uint64_t fiber_arch_uc_pc(const ucontext_t *uc)
 static inline void fiber_arch_uc_set_pc(ucontext_t *uc, uint64_t pc)
 {
 	uc->uc_mcontext.gregs[REG_RIP] = pc;
+}
+
+/* Signal mode: the trampoline's XSAVE covers all vector state. */
+static inline bool fiber_arch_uc_vector_state(const ucontext_t *uc, uint32_t *sve_live)
+{
+	*sve_live = 0;
+	return true;
 }
 
 /* upcall.S restores everything itself. */
