@@ -28,8 +28,15 @@ ARM64_ROOT  = $(O)/debian-arm64
 KDIR       ?= $(ARM64_ROOT)/usr/src/linux-headers-$(KVER)
 VMLINUZ    ?= $(ARM64_ROOT)/boot/vmlinuz-$(KVER)
 KBUILD_ARCH := ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu-
+# liburing for arm64 is unpacked with the kernel and copied next to
+# libfiber.so, which finds it there ($ORIGIN).
+URING_LIBDIR = $(ARM64_ROOT)/usr/lib/aarch64-linux-gnu
+URING_DEP   = $(KDIR)/Makefile
+CPPFLAGS   += -I$(ARM64_ROOT)/usr/include
+LDFLAGS    += -L$(URING_LIBDIR)
+LIB_RPATH   = -Wl,-rpath,'$$ORIGIN'
 VM_ENV      = VM_ARCH=aarch64 VM_BUSYBOX=$(ARM64_ROOT)/bin/busybox \
-	      VM_SYSROOT_LIBS="$(addprefix /usr/aarch64-linux-gnu/lib/,ld-linux-aarch64.so.1 libc.so.6 libgcc_s.so.1 libstdc++.so.6 libm.so.6)"
+	      VM_SYSROOT_LIBS="$(addprefix /usr/aarch64-linux-gnu/lib/,ld-linux-aarch64.so.1 libc.so.6 libgcc_s.so.1 libstdc++.so.6 libm.so.6) $(URING_LIBDIR)/liburing.so.2"
 else ifeq ($(ARCH),x86_64)
 BUILD      ?= build
 TARGET     := x86_64
@@ -90,7 +97,7 @@ $(MODULE): Kbuild kmod/*.c kmod/Kbuild kmod/arch/*/*.h uapi/linux/*.h | $(KDIR)/
 
 LIB_ARCH   := $(TARGET)
 LIB_DIR    := libfiber
-LIB_SRCS   := $(LIB_DIR)/sched.c $(LIB_DIR)/preempt.c $(LIB_DIR)/unwind.c $(LIB_DIR)/sigmask.c $(LIB_DIR)/sync.c $(LIB_DIR)/arch/$(LIB_ARCH)/context.c \
+LIB_SRCS   := $(LIB_DIR)/sched.c $(LIB_DIR)/io.c $(LIB_DIR)/preempt.c $(LIB_DIR)/unwind.c $(LIB_DIR)/sigmask.c $(LIB_DIR)/sync.c $(LIB_DIR)/arch/$(LIB_ARCH)/context.c \
 	      $(LIB_DIR)/arch/$(LIB_ARCH)/switch.S $(LIB_DIR)/arch/$(LIB_ARCH)/upcall.S
 LIB_OBJS   := $(patsubst $(LIB_DIR)/%,$(O)/libfiber/%.o,$(LIB_SRCS))
 LIB_HDRS   := $(wildcard $(LIB_DIR)/*.h $(LIB_DIR)/include/*.h $(LIB_DIR)/arch/*/*.h) uapi/linux/fiber_preempt.h
@@ -103,7 +110,7 @@ lib: $(LIBFIBER_A) $(LIBFIBER_SO)
 
 # All of libfiber's code goes to one section, libfiber_text, so that a
 # statically linked program can tell it from its own (__start_/__stop_).
-$(O)/libfiber/%.o: $(LIB_DIR)/% $(LIB_HDRS)
+$(O)/libfiber/%.o: $(LIB_DIR)/% $(LIB_HDRS) | $(URING_DEP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LIB_CFLAGS) -c -o $@.tmp $<
 	$(OBJCOPY) --rename-section .text=libfiber_text $@.tmp $@
@@ -118,7 +125,8 @@ $(LIBFIBER_SO): $(LIB_OBJS) $(LIB_DIR)/libfiber.map
 	@mkdir -p $(dir $@)
 	$(CC) -shared -o $@.1 -Wl,-soname,libfiber.so.1 \
 		-Wl,--version-script,$(LIB_DIR)/libfiber.map -Wl,-z,noexecstack \
-		$(LIB_OBJS) -pthread -ldl
+		$(LIB_OBJS) $(LDFLAGS) $(LIB_RPATH) -luring -pthread -ldl
+	$(if $(URING_LIBDIR),cp -L $(URING_LIBDIR)/liburing.so.2 $(dir $@))
 	ln -sf libfiber.so.1 $@
 
 # Programs link libfiber dynamically, as users' programs do.
@@ -131,7 +139,7 @@ LINK_FIBER := -L$(O)/lib -lfiber -Wl,-rpath,'$$ORIGIN/../lib' -pthread
 SELFTESTS_DEV := device register threads lifetime
 SELFTESTS_LIB := fibers fairness preempt_disable errno libc_safety libc_safety_static \
 		 safe_points own_malloc preempt_libs sigmask locks locks_static cxa_guard lifecycle slices \
-		 signal_handler rseq regs unwind unwind_insn $(if $(filter aarch64,$(TARGET)),sve)
+		 signal_handler rseq regs unwind unwind_insn io $(if $(filter aarch64,$(TARGET)),sve)
 SELFTESTS_AFTER := unloaded
 SELFTESTS_VM := $(SELFTESTS_DEV) $(SELFTESTS_LIB)
 SELFTEST_BINS := $(addprefix $(O)/selftests/,$(SELFTESTS_VM) $(SELFTESTS_AFTER))
@@ -157,7 +165,7 @@ $(O)/selftests/unwind: KSFT_LDLIBS := -rdynamic -lgcc_s
 $(O)/selftests/%_static: selftests/%.c selftests/*.h $(LIB_HDRS) \
 		$(KSFT_INC)/kselftest_harness.h $(LIBFIBER_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(KSFT_CFLAGS) -o $@ $< $(LIBFIBER_A) -pthread -ldl
+	$(CC) $(KSFT_CFLAGS) -o $@ $< $(LIBFIBER_A) $(LDFLAGS) -luring -pthread -ldl
 
 # A library of its own to opt in to preemption.
 TEST_LIBSPIN := $(O)/selftests/libfiber_test_spin.so
@@ -181,7 +189,7 @@ $(O)/selftests/unwind_insn: selftests/unwind_insn.c selftests/*.h $(LIB_HDRS) \
 		$(KSFT_INC)/kselftest_harness.h $(LIBFIBER_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(KSFT_CFLAGS) -I$(LIB_DIR) -I$(LIB_DIR)/arch/$(LIB_ARCH) -o $@ $< $(LIBFIBER_A) \
-		-rdynamic -pthread -ldl
+		$(LDFLAGS) -rdynamic -luring -pthread -ldl
 
 $(addprefix $(O)/selftests/,$(filter-out %_static unwind_insn cxa_guard,$(SELFTESTS_LIB))): $(O)/selftests/%: \
 		selftests/%.c selftests/*.h $(LIB_HDRS) $(KSFT_INC)/kselftest_harness.h $(LIBFIBER_SO)
@@ -211,7 +219,7 @@ benches: $(BENCH_BINS)
 $(O)/bench/unwind: bench/unwind.c $(LIB_HDRS) $(LIBFIBER_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -I$(LIB_DIR) -I$(LIB_DIR)/arch/$(LIB_ARCH) $(CFLAGS) $(WARN) -o $@ $< \
-		$(LIBFIBER_A) -pthread -ldl
+		$(LIBFIBER_A) $(LDFLAGS) -luring -pthread -ldl
 $(O)/bench/sigreturn: bench/sigreturn_aarch64.S
 $(O)/bench/%: bench/%.c $(LIB_HDRS) $(LIBFIBER_SO)
 	@mkdir -p $(dir $@)

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
+#include <liburing.h>
 #include <linux/fiber_preempt.h>
 
 #include "fiber.h"
@@ -54,6 +55,7 @@ struct fiber {
 	uint64_t ticket;		/* when it became runnable: FIFO across queues */
 	struct fiber *joiner;		/* fiber blocked in fiber_join() on this one */
 	uint64_t wake_ns;		/* fiber_sleep() deadline, CLOCK_MONOTONIC */
+	uint64_t deadline;		/* fiber_set_deadline(): bounds its I/O calls */
 	struct fiber_stats stats;
 };
 
@@ -82,6 +84,19 @@ struct fiber_worker {
 	uint64_t mon_retry;		/* delay of the next retry */
 	sigset_t sigmask;		/* the worker's mask outside signal handlers */
 	stack_t altstack;		/* the worker's alternate signal stack */
+	/* io.c: only this worker's thread touches the ring. */
+	struct io_uring ring;
+	bool has_ring;			/* false: I/O calls are plain system calls */
+	unsigned int ring_entries;
+	unsigned int io_inflight;	/* operations submitted or queued, not reaped */
+	uint64_t io_ops;
+	uint64_t io_submits;
+	int wake_fd;			/* eventfd another thread writes to wake it */
+	bool wake_armed;		/* a read of wake_fd is in the ring */
+	uint64_t wake_buf;
+	/* Lock held: it waits in its ring; a wake-up was sent since. */
+	bool io_sleeping;
+	bool io_woken;
 } __attribute__((aligned(FIBER_PREEMPT_CTL_ALIGN)));
 
 /* The scheduler's life; changed only with sched.lock held. */
@@ -112,6 +127,7 @@ struct fiber_sched {
 	uint64_t slice_ns;
 	size_t stack_size;
 	unsigned int nr_workers;
+	unsigned int ring_entries;
 	struct fiber_worker *workers;
 	int dev_fd;
 	pthread_t monitor;		/* signal backend */
@@ -162,6 +178,16 @@ extern const char fiber_upcall_end[] FIBER_HIDDEN;
 void fiber_exit(struct fiber *f, void *ret) FIBER_HIDDEN __attribute__((noreturn));
 void fiber_preempted(struct fiber_worker *w) FIBER_HIDDEN;
 void fiber_yield_here(void) FIBER_HIDDEN;
+void fiber_make_runnable(struct fiber *f) FIBER_HIDDEN;
+void fiber_park(struct fiber_worker *w) FIBER_HIDDEN;
+
+/* io.c */
+int fiber_io_worker_start(struct fiber_worker *w, unsigned int entries) FIBER_HIDDEN;
+void fiber_io_worker_stop(struct fiber_worker *w) FIBER_HIDDEN;
+unsigned int fiber_io_ring_entries(unsigned int requested) FIBER_HIDDEN;
+void fiber_io_poll(struct fiber_worker *w) FIBER_HIDDEN;
+void fiber_io_wait(struct fiber_worker *w, uint64_t deadline) FIBER_HIDDEN;
+void fiber_io_wake(struct fiber_worker *w) FIBER_HIDDEN;
 
 /* preempt.c */
 int fiber_preempt_setup(enum fiber_preempt_mode *mode) FIBER_HIDDEN;

@@ -78,6 +78,34 @@ static struct fiber *queue_pop(struct fiber_queue *q)
 	return f;
 }
 
+/*
+ * Lock held. Wakes w if it waits for work, or, with w NULL, one worker
+ * that does. Workers with a ring wait in it (an eventfd write, once per
+ * wait), the others on the idle condition.
+ */
+static void wake_worker(struct fiber_worker *w)
+{
+	unsigned int i;
+
+	if (w && w->has_ring) {
+		if (w->io_sleeping && !w->io_woken)
+			fiber_io_wake(w);
+		return;
+	}
+	if (!w) {
+		for (i = 0; i < fiber_sched.nr_workers; i++) {
+			struct fiber_worker *x = &fiber_sched.workers[i];
+
+			if (x->io_sleeping && !x->io_woken) {
+				fiber_io_wake(x);
+				return;
+			}
+		}
+	}
+	if (fiber_sched.idle_workers)
+		pthread_cond_broadcast(&fiber_sched.idle);
+}
+
 /* Lock held. Makes f runnable where it may run. */
 static void make_runnable(struct fiber *f)
 {
@@ -85,14 +113,16 @@ static void make_runnable(struct fiber *f)
 	f->ticket = ++fiber_sched.tickets;
 	if (f->pinned >= 0) {
 		queue_push(&fiber_sched.workers[f->pinned].pinned, f);
-		/* Its worker may be the one asleep. */
-		if (fiber_sched.idle_workers)
-			pthread_cond_broadcast(&fiber_sched.idle);
+		wake_worker(&fiber_sched.workers[f->pinned]);
 		return;
 	}
 	queue_push(&fiber_sched.runq, f);
-	if (fiber_sched.idle_workers)
-		pthread_cond_signal(&fiber_sched.idle);
+	wake_worker(NULL);
+}
+
+void fiber_make_runnable(struct fiber *f)
+{
+	make_runnable(f);
 }
 
 /* Lock held. Wakes the sleepers whose time has come. */
@@ -153,6 +183,14 @@ void fiber_yield_here(void)
 		switch_to_worker(w, FIBER_ACT_YIELD, true);
 }
 
+/* Parks the calling fiber until fiber_make_runnable(); lock not held. */
+void fiber_park(struct fiber_worker *w)
+{
+	sched_lock();
+	w->current->state = FIBER_BLOCKED;
+	switch_to_worker(w, FIBER_ACT_BLOCK, false);
+}
+
 static void free_fiber(struct fiber *f)
 {
 	munmap(f->map, f->map_size);
@@ -187,6 +225,8 @@ static struct fiber *pick_next(struct fiber_worker *w)
 {
 	struct fiber *mine, *shared;
 
+	if (w->has_ring)
+		fiber_io_poll(w);
 	if (fiber_sched.sleepers)
 		wake_sleepers(now_ns());
 	mine = w->pinned.head;
@@ -203,6 +243,10 @@ static bool wait_for_work(struct fiber_worker *w)
 
 	if (fiber_sched.stopping && !fiber_sched.live)
 		return false;
+	if (w->has_ring) {
+		fiber_io_wait(w, fiber_sched.sleepers ? fiber_sched.sleepers->wake_ns : 0);
+		return true;
+	}
 	fiber_sched.idle_workers++;
 	if (fiber_sched.sleepers) {
 		uint64_t wake = fiber_sched.sleepers->wake_ns;
@@ -264,7 +308,9 @@ static void *worker_main(void *arg)
 	fiber_tls_worker = w;
 	fiber_tls_ctl = &w->ctl;
 	w->tid = gettid();
-	err = fiber_preempt_worker_start(w);
+	err = fiber_io_worker_start(w, fiber_sched.ring_entries);
+	if (!err)
+		err = fiber_preempt_worker_start(w);
 
 	sched_lock();
 	w->init_error = err;
@@ -276,6 +322,7 @@ static void *worker_main(void *arg)
 
 	worker_loop(w);
 	fiber_preempt_worker_stop(w);
+	fiber_io_worker_stop(w);
 	fiber_tls_worker = NULL;
 	fiber_tls_ctl = NULL;
 	return NULL;
@@ -303,6 +350,9 @@ static void stop_workers(unsigned int n)
 	sched_lock();
 	fiber_sched.stopping = true;
 	pthread_cond_broadcast(&fiber_sched.idle);
+	for (i = 0; i < n; i++)
+		if (fiber_sched.workers[i].io_sleeping)
+			fiber_io_wake(&fiber_sched.workers[i]);
 	sched_unlock();
 	for (i = 0; i < n; i++)
 		pthread_join(fiber_sched.workers[i].thread, NULL);
@@ -340,11 +390,16 @@ static void after_fork_parent(void)
 
 static void after_fork_child(void)
 {
+	unsigned int i;
+
 	pthread_mutex_init(&fiber_sched.lock, NULL);
 	pthread_cond_init(&fiber_sched.idle, NULL);
 	pthread_cond_init(&fiber_sched.done, NULL);
 	if (fiber_sched.state == FIBER_SCHED_STOPPED)
 		return;
+	/* The rings and eventfds are the parent's workers'. */
+	for (i = 0; i < fiber_sched.nr_workers; i++)
+		fiber_io_worker_stop(&fiber_sched.workers[i]);
 	/* The parent's memory stays: the caller may be running on a fiber's stack. */
 	fiber_sched.workers = NULL;
 	fiber_sched.nr_workers = 0;
@@ -374,6 +429,7 @@ static int start_workers(void)
 
 		w->index = i;
 		w->ctl.size = sizeof(w->ctl);
+		w->wake_fd = -1;
 		err = -pthread_create(&w->thread, NULL, worker_main, w);
 		if (err)
 			break;
@@ -407,7 +463,7 @@ int fiber_sched_start(const struct fiber_config *cfg)
 	if (c.slice_ns && (c.slice_ns < FIBER_PREEMPT_MIN_SLICE_NS ||
 			   c.slice_ns > FIBER_PREEMPT_MAX_SLICE_NS))
 		return -EINVAL;
-	if (c.workers > 1024)
+	if (c.workers > 1024 || !fiber_io_ring_entries(c.ring_entries))
 		return -EINVAL;
 
 	sched_lock();
@@ -424,6 +480,7 @@ int fiber_sched_start(const struct fiber_config *cfg)
 
 	fiber_arch_init();
 	fiber_sched.nr_workers = c.workers ? c.workers : 1;
+	fiber_sched.ring_entries = fiber_io_ring_entries(c.ring_entries);
 	fiber_sched.slice_ns = c.slice_ns ? c.slice_ns : DEFAULT_SLICE_NS;
 	fiber_sched.stack_size = c.stack_size ? c.stack_size : DEFAULT_STACK_SIZE;
 	fiber_sched.stack_size = (fiber_sched.stack_size + page - 1) & ~(size_t)(page - 1);
@@ -605,8 +662,7 @@ int fiber_sleep(uint64_t ns)
 	*p = f;
 	f->state = FIBER_BLOCKED;
 	/* A worker waiting for the old earliest deadline must look again. */
-	if (fiber_sched.idle_workers)
-		pthread_cond_signal(&fiber_sched.idle);
+	wake_worker(NULL);
 	switch_to_worker(w, FIBER_ACT_BLOCK, false);
 	return 0;
 }
@@ -690,6 +746,9 @@ int fiber_worker_stats(unsigned int worker, struct fiber_worker_stats *st)
 	st->deferred_upcall = ctl->deferred_upcall;
 	st->deferred_rseq = ctl->deferred_rseq;
 	st->deferred_vector = ctl->deferred_vector;
+	st->ring_entries = fiber_sched.workers[worker].ring_entries;
+	st->io_ops = fiber_sched.workers[worker].io_ops;
+	st->io_submits = fiber_sched.workers[worker].io_submits;
 	sched_unlock();
 	return 0;
 }

@@ -74,6 +74,7 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t tmpfs tmp /tmp
+ip link set lo up
 cd /fp
 echo "@@FP kernel \$(uname -r) \$(uname -m)"
 insmod /fp/$(basename "$VM_MODULE")

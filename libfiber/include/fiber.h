@@ -29,7 +29,8 @@
  * calls reach it: a fiber holding a lock (or running an initializer) is
  * not preempted, and one waiting for a lock another fiber holds lets its
  * worker run the other fibers instead of blocking the thread. Blocking
- * system calls, pthread_cond_wait() included, still hold the worker.
+ * system calls, pthread_cond_wait() included, still hold the worker:
+ * fibers do I/O with the fiber_read() family below instead.
  *
  * A signal handler is never switched away from: while the worker's
  * signal mask differs from its usual one (as it does inside a handler,
@@ -56,6 +57,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -90,6 +94,7 @@ struct fiber_config {
 	uint64_t slice_ns;		/* 0 means 1 ms; at least 10 us (kmod), ~100 us (signal) */
 	size_t stack_size;		/* per fiber; 0 means 256 KiB; upcalls need 12 KiB free (arm64) */
 	unsigned int flags;		/* FIBER_MIGRATE* */
+	unsigned int ring_entries;	/* io_uring SQ size per worker; 0 means 256, at most 32768 */
 };
 
 /* Statistics of one worker, since the scheduler started. */
@@ -114,6 +119,13 @@ struct fiber_worker_stats {
 	 * walked: the upcall returned to the fiber at once.
 	 */
 	uint64_t deferred_stack;
+	/*
+	 * Entries of the worker's io_uring; 0 when it has none (no io_uring
+	 * in this kernel or process): fiber I/O calls then block the worker.
+	 */
+	uint64_t ring_entries;
+	uint64_t io_ops;		/* I/O operations its fibers started */
+	uint64_t io_submits;		/* io_uring_enter() calls that submitted */
 };
 
 /* Statistics of one fiber. */
@@ -235,6 +247,47 @@ int fiber_worker_index(void);
  * for a worker that does not exist.
  */
 int fiber_worker_stats(unsigned int worker, struct fiber_worker_stats *st);
+
+/*
+ * Fiber I/O. Each call parks only the calling fiber until its operation
+ * completes on its worker's io_uring, and returns what the system call of
+ * the same name would, or -errno (-EBADF for a closed descriptor, -EFAULT
+ * for a bad buffer, ...). Outside a fiber, or when the worker has no ring
+ * (ring_entries 0 in fiber_worker_stats()), it is that system call,
+ * blocking the thread. Reads and writes without an offset use and move
+ * the file position, as read(2) and write(2) do.
+ */
+ssize_t fiber_read(int fd, void *buf, size_t len);
+ssize_t fiber_write(int fd, const void *buf, size_t len);
+ssize_t fiber_pread(int fd, void *buf, size_t len, off_t offset);
+ssize_t fiber_pwrite(int fd, const void *buf, size_t len, off_t offset);
+ssize_t fiber_readv(int fd, const struct iovec *iov, int iovcnt);
+ssize_t fiber_writev(int fd, const struct iovec *iov, int iovcnt);
+ssize_t fiber_recv(int fd, void *buf, size_t len, int flags);
+ssize_t fiber_send(int fd, const void *buf, size_t len, int flags);
+ssize_t fiber_recvmsg(int fd, struct msghdr *msg, int flags);
+ssize_t fiber_sendmsg(int fd, const struct msghdr *msg, int flags);
+/* accept4(2): flags SOCK_NONBLOCK, SOCK_CLOEXEC. */
+int fiber_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags);
+int fiber_connect(int fd, const struct sockaddr *addr, socklen_t addrlen);
+int fiber_close(int fd);
+int fiber_openat(int dirfd, const char *path, int flags, mode_t mode);
+int fiber_fsync(int fd);
+/*
+ * Wait until fd has one of events (POLLIN, POLLOUT, ...): returns the
+ * events that occurred, 0 when timeout_ms (-1: none) passed first.
+ */
+int fiber_poll(int fd, short events, int timeout_ms);
+
+/*
+ * Bound every later I/O call of the calling fiber by deadline_ns
+ * (CLOCK_MONOTONIC, nanoseconds; 0 removes the bound): a call still
+ * waiting then is cancelled and returns -ETIMEDOUT, one made after it
+ * returns -ETIMEDOUT at once. An operation cancelled may have partly
+ * happened, as with a signal. Without a ring the calls block past it.
+ * Returns 0, or -EPERM outside a fiber.
+ */
+int fiber_set_deadline(uint64_t deadline_ns);
 
 #ifdef __cplusplus
 }

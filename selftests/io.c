@@ -1,0 +1,531 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Fiber I/O on the workers' io_uring: a call parks only its fiber; pipes,
+ * socket pairs, TCP over loopback and regular files; errors; deadlines
+ * that cancel; 10,000 fibers blocked at once; the plain system calls
+ * outside fibers and without io_uring.
+ */
+#include "kselftest_harness.h"
+#include "fiber_test.h"
+
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* Starts one worker; skips when it has no ring (qemu-user has no io_uring). */
+#define START_WITH_RING(cfg) do {					\
+	struct fiber_worker_stats __st;					\
+	ASSERT_EQ(0, fiber_sched_start(cfg));				\
+	ASSERT_EQ(0, fiber_worker_stats(0, &__st));			\
+	if (!__st.ring_entries) {					\
+		fiber_sched_stop();					\
+		SKIP(return, "no io_uring in this kernel or emulator: calls block"); \
+	}								\
+} while (0)
+
+static const struct fiber_config one_worker = { .workers = 1, .mode = FIBER_PREEMPT_OFF };
+
+struct pipe_reader {
+	int fd;
+	char buf[64];
+	ssize_t ret;
+	bool done;
+};
+
+static void *reader_main(void *arg)
+{
+	struct pipe_reader *r = arg;
+
+	r->ret = fiber_read(r->fd, r->buf, sizeof(r->buf));
+	r->done = true;
+	return NULL;
+}
+
+/* One worker: the reader waits in the ring while the writer runs. */
+TEST(read_parks_only_the_fiber)
+{
+	struct pipe_reader r = { 0 };
+	fiber_t *f;
+	int p[2];
+
+	ASSERT_EQ(0, pipe(p));
+	START_WITH_RING(&one_worker);
+	r.fd = p[0];
+	ASSERT_EQ(0, fiber_spawn(&f, reader_main, &r));
+	fiber_sleep(20000000);
+	ASSERT_FALSE(r.done);
+	ASSERT_EQ(5, write(p[1], "hello", 5));
+	ASSERT_EQ(0, fiber_join(f, NULL));
+	ASSERT_EQ(5, r.ret);
+	ASSERT_EQ(0, memcmp(r.buf, "hello", 5));
+	ASSERT_EQ(0, fiber_sched_stop());
+	close(p[0]);
+	close(p[1]);
+}
+
+struct duo {
+	int fd[2];
+	int step;
+	ssize_t results[8];
+};
+
+static void *socket_peer(void *arg)
+{
+	struct duo *d = arg;
+	char buf[32] = { 0 }, a[4], b[8];
+	struct iovec iov[2] = { { a, sizeof(a) }, { b, sizeof(b) } };
+	struct msghdr msg = { .msg_iov = iov, .msg_iovlen = 2 };
+
+	d->results[0] = fiber_recv(d->fd[1], buf, sizeof(buf), 0);
+	d->results[1] = !memcmp(buf, "ping", 4);
+	d->results[2] = fiber_send(d->fd[1], "pong", 4, 0);
+	d->results[3] = fiber_recvmsg(d->fd[1], &msg, MSG_WAITALL);
+	d->results[4] = !memcmp(a, "abcd", 4) && !memcmp(b, "efghijkl", 8);
+	d->results[5] = fiber_writev(d->fd[1], iov, 2);
+	return NULL;
+}
+
+TEST(socketpair_every_call)
+{
+	struct duo d = { 0 };
+	char buf[32], x[6], y[6];
+	struct iovec out[2] = { { "abcdef", 6 }, { "ghijkl", 6 } };
+	struct iovec in[2] = { { x, 6 }, { y, 6 } };
+	struct msghdr msg = { .msg_iov = out, .msg_iovlen = 2 };
+	fiber_t *f;
+
+	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM, 0, d.fd));
+	START_WITH_RING(&one_worker);
+	ASSERT_EQ(0, fiber_spawn(&f, socket_peer, &d));
+	/* The test's body runs outside fibers: plain calls, same results. */
+	ASSERT_EQ(4, fiber_send(d.fd[0], "ping", 4, 0));
+	ASSERT_EQ(4, fiber_recv(d.fd[0], buf, sizeof(buf), 0));
+	ASSERT_EQ(0, memcmp(buf, "pong", 4));
+	ASSERT_EQ(12, fiber_sendmsg(d.fd[0], &msg, 0));
+	ASSERT_EQ(0, fiber_join(f, NULL));
+	ASSERT_EQ(4, d.results[0]);
+	ASSERT_EQ(1, d.results[1]);
+	ASSERT_EQ(4, d.results[2]);
+	ASSERT_EQ(12, d.results[3]);
+	ASSERT_EQ(1, d.results[4]);
+	ASSERT_EQ(12, d.results[5]);
+	ASSERT_EQ(12, fiber_readv(d.fd[0], in, 2));
+	ASSERT_EQ(0, memcmp(x, "abcdef", 6));
+	ASSERT_EQ(0, fiber_sched_stop());
+	close(d.fd[0]);
+	close(d.fd[1]);
+}
+
+struct tcp {
+	int listen_fd;
+	struct sockaddr_in addr;
+	ssize_t server_got, client_got, eof;
+	int accept_ret, connect_ret, close_ret;
+	char reply[16];
+};
+
+static void *tcp_server(void *arg)
+{
+	struct tcp *t = arg;
+	char buf[16];
+	int fd;
+
+	/* Bounded: a client that cannot connect fails the test, not hangs it. */
+	fiber_set_deadline(test_now_ns() + 20000000000ULL);
+	fd = fiber_accept(t->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	t->accept_ret = fd;
+	if (fd < 0)
+		return NULL;
+	t->server_got = fiber_read(fd, buf, sizeof(buf));
+	fiber_send(fd, buf, t->server_got > 0 ? t->server_got : 0, MSG_NOSIGNAL);
+	t->close_ret = fiber_close(fd);
+	return NULL;
+}
+
+static void *tcp_client(void *arg)
+{
+	struct tcp *t = arg;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	t->connect_ret = fiber_connect(fd, (struct sockaddr *)&t->addr, sizeof(t->addr));
+	if (t->connect_ret) {
+		fiber_close(fd);
+		return NULL;
+	}
+	fiber_send(fd, "over tcp", 8, MSG_NOSIGNAL);
+	t->client_got = fiber_read(fd, t->reply, sizeof(t->reply));
+	t->eof = fiber_read(fd, t->reply + 8, sizeof(t->reply) - 8);
+	fiber_close(fd);
+	return NULL;
+}
+
+TEST(tcp_loopback)
+{
+	struct tcp t = { .addr = { .sin_family = AF_INET,
+				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) } };
+	socklen_t len = sizeof(t.addr);
+	fiber_t *s, *c;
+
+	t.listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ASSERT_LE(0, t.listen_fd);
+	if (bind(t.listen_fd, (struct sockaddr *)&t.addr, len))
+		SKIP(return, "no loopback interface: %s", strerror(errno));
+	ASSERT_EQ(0, listen(t.listen_fd, 8));
+	ASSERT_EQ(0, getsockname(t.listen_fd, (struct sockaddr *)&t.addr, &len));
+	START_WITH_RING(&one_worker);
+	ASSERT_EQ(0, fiber_spawn(&s, tcp_server, &t));
+	ASSERT_EQ(0, fiber_spawn(&c, tcp_client, &t));
+	ASSERT_EQ(0, fiber_join(s, NULL));
+	ASSERT_EQ(0, fiber_join(c, NULL));
+	ASSERT_EQ(0, t.connect_ret) TH_LOG("connect: %s", strerror(-t.connect_ret));
+	ASSERT_LE(0, t.accept_ret);
+	ASSERT_EQ(8, t.server_got);
+	ASSERT_EQ(8, t.client_got);
+	ASSERT_EQ(0, memcmp(t.reply, "over tcp", 8));
+	ASSERT_EQ(0, t.eof);		/* the server closed: end of file */
+	ASSERT_EQ(0, t.close_ret);
+	ASSERT_EQ(0, fiber_sched_stop());
+	close(t.listen_fd);
+}
+
+struct file_io {
+	char path[64];
+	long r[8];
+	char buf[16];
+};
+
+static void *file_main(void *arg)
+{
+	struct file_io *io = arg;
+	int fd = fiber_openat(AT_FDCWD, io->path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+	io->r[0] = fd;
+	io->r[1] = fiber_pwrite(fd, "0123456789", 10, 0);
+	io->r[2] = fiber_fsync(fd);
+	io->r[3] = fiber_pread(fd, io->buf, 4, 6);		/* "6789" */
+	io->r[4] = fiber_read(fd, io->buf + 4, 3);		/* position 0: "012" */
+	io->r[5] = fiber_write(fd, "xy", 2);			/* at 3 */
+	io->r[6] = fiber_pread(fd, io->buf + 7, 16 - 7, 100);	/* past the end */
+	io->r[7] = fiber_close(fd);
+	return NULL;
+}
+
+TEST(regular_file)
+{
+	struct file_io io = { 0 };
+	char check[16] = { 0 };
+	fiber_t *f;
+	int fd;
+
+	snprintf(io.path, sizeof(io.path), "/tmp/fiber-io-%d", getpid());
+	START_WITH_RING(&one_worker);
+	ASSERT_EQ(0, fiber_spawn(&f, file_main, &io));
+	ASSERT_EQ(0, fiber_join(f, NULL));
+	ASSERT_EQ(0, fiber_sched_stop());
+	ASSERT_LE(0, io.r[0]);
+	ASSERT_EQ(10, io.r[1]);
+	ASSERT_EQ(0, io.r[2]);
+	ASSERT_EQ(4, io.r[3]);
+	ASSERT_EQ(3, io.r[4]);
+	ASSERT_EQ(0, memcmp(io.buf, "6789012", 7));
+	ASSERT_EQ(2, io.r[5]);
+	ASSERT_EQ(0, io.r[6]);
+	ASSERT_EQ(0, io.r[7]);
+	fd = open(io.path, O_RDONLY);
+	ASSERT_EQ(10, read(fd, check, sizeof(check)));
+	ASSERT_EQ(0, memcmp(check, "012xy56789", 10));
+	close(fd);
+	unlink(io.path);
+}
+
+struct errs {
+	int pipe_fd;
+	long r[6];
+};
+
+static void *errors_main(void *arg)
+{
+	struct errs *e = arg;
+	char buf[8];
+
+	e->r[0] = fiber_read(e->pipe_fd + 1000, buf, sizeof(buf));
+	e->r[1] = fiber_read(e->pipe_fd, (void *)8, 8);
+	e->r[2] = fiber_pread(e->pipe_fd, buf, 1, -1);
+	e->r[3] = fiber_accept(e->pipe_fd, NULL, NULL, 0);
+	e->r[4] = fiber_poll(e->pipe_fd + 1000, POLLIN, 100);
+	e->r[5] = fiber_close(e->pipe_fd + 1000);
+	return NULL;
+}
+
+TEST(errors)
+{
+	struct errs e;
+	fiber_t *f;
+	int p[2];
+
+	ASSERT_EQ(0, pipe(p));
+	ASSERT_EQ(3, write(p[1], "abc", 3));
+	e.pipe_fd = p[0];
+	START_WITH_RING(&one_worker);
+	ASSERT_EQ(0, fiber_spawn(&f, errors_main, &e));
+	ASSERT_EQ(0, fiber_join(f, NULL));
+	ASSERT_EQ(0, fiber_sched_stop());
+	ASSERT_EQ(-EBADF, e.r[0]);
+	ASSERT_EQ(-EFAULT, e.r[1]);
+	ASSERT_EQ(-EINVAL, e.r[2]);
+	ASSERT_EQ(-ENOTSOCK, e.r[3]);
+	ASSERT_EQ(-EBADF, e.r[4]);
+	ASSERT_EQ(-EBADF, e.r[5]);
+}
+
+struct timed {
+	volatile bool *go;		/* if set, wait for it before starting */
+	int fd;
+	uint64_t deadline;
+	long ret;
+	uint64_t took;
+	uint64_t end;
+	char buf[8];
+};
+
+static void *timed_read(void *arg)
+{
+	struct timed *t = arg;
+	uint64_t start;
+
+	while (t->go && !*t->go)
+		fiber_sleep(1000000);
+	start = test_now_ns();
+	fiber_set_deadline(t->deadline);
+	t->ret = fiber_read(t->fd, t->buf, sizeof(t->buf));
+	t->end = test_now_ns();
+	t->took = t->end - start;
+	return NULL;
+}
+
+/* A deadline already past: -ETIMEDOUT, and the data stays unread. */
+TEST(deadline_in_the_past)
+{
+	struct timed t = { 0 };
+	char buf[4];
+	fiber_t *f;
+	int p[2];
+
+	ASSERT_EQ(0, pipe(p));
+	ASSERT_EQ(3, write(p[1], "abc", 3));
+	START_WITH_RING(&one_worker);
+	t.fd = p[0];
+	t.deadline = test_now_ns() - 1;
+	ASSERT_EQ(0, fiber_spawn(&f, timed_read, &t));
+	ASSERT_EQ(0, fiber_join(f, NULL));
+	ASSERT_EQ(0, fiber_sched_stop());
+	ASSERT_EQ(-ETIMEDOUT, t.ret);
+	ASSERT_EQ(3, read(p[0], buf, sizeof(buf)));
+	ASSERT_EQ(-EPERM, fiber_set_deadline(1));	/* not a fiber */
+}
+
+/*
+ * 200 readers with deadlines between 20 and 220 ms on their own pipes;
+ * every other one gets its byte at 120 ms. Each reader gets its own byte
+ * or -ETIMEDOUT, never another's, and a byte written after a reader timed
+ * out is still in its pipe.
+ */
+#define TIMED 200
+TEST(deadlines_under_load)
+{
+	static struct timed t[TIMED];
+	static int p[TIMED][2];
+	static fiber_t *f[TIMED];
+	uint64_t start, seed = 42;
+	int i, timed_out = 0, got = 0;
+	volatile bool go = false;
+
+	START_WITH_RING(&one_worker);
+	for (i = 0; i < TIMED; i++) {
+		ASSERT_EQ(0, pipe(p[i]));
+		t[i].fd = p[i][0];
+		t[i].go = &go;
+		ASSERT_EQ(0, fiber_spawn(&f[i], timed_read, &t[i]));
+	}
+	/* Deadlines from now on: spawning takes long under emulation. */
+	start = test_now_ns();
+	for (i = 0; i < TIMED; i++)
+		t[i].deadline = start + 20000000 + test_rand(&seed) % 200000000;
+	go = true;
+	/* Writes at 120 ms (later when spawning took longer). */
+	while (test_now_ns() < start + 120000000)
+		fiber_sleep(1000000);
+	for (i = 0; i < TIMED; i += 2) {
+		char c = (char)i;
+
+		ASSERT_EQ(1, write(p[i][1], &c, 1));
+	}
+	for (i = 0; i < TIMED; i++) {
+		ASSERT_EQ(0, fiber_join(f[i], NULL));
+		if (t[i].ret == -ETIMEDOUT) {
+			char c;
+
+			timed_out++;
+			/* Not early, and nothing consumed. */
+			ASSERT_LE(t[i].deadline, t[i].end);
+			if (!(i % 2)) {
+				ASSERT_EQ(1, read(p[i][0], &c, 1));
+				ASSERT_EQ((char)i, c);
+			}
+		} else {
+			ASSERT_EQ(1, t[i].ret) TH_LOG("reader %d: %ld", i, t[i].ret);
+			ASSERT_EQ(0, i % 2);
+			ASSERT_EQ((char)i, t[i].buf[0]);
+			got++;
+		}
+		close(p[i][0]);
+		close(p[i][1]);
+	}
+	ASSERT_EQ(0, fiber_sched_stop());
+	TH_LOG("%d timed out, %d got their byte", timed_out, got);
+	ASSERT_LT(TIMED / 2, timed_out);	/* all odd ones, some even ones */
+	ASSERT_LT(0, got);
+}
+
+static void *poll_main(void *arg)
+{
+	struct timed *t = arg;
+
+	t->ret = fiber_poll(t->fd, POLLIN, 50);
+	t->took = fiber_poll(t->fd, POLLIN, -1);
+	return NULL;
+}
+
+TEST(poll_with_timeout)
+{
+	struct timed t = { 0 };
+	uint64_t start;
+	fiber_t *f;
+	int p[2];
+
+	ASSERT_EQ(0, pipe(p));
+	START_WITH_RING(&one_worker);
+	t.fd = p[0];
+	start = test_now_ns();
+	ASSERT_EQ(0, fiber_spawn(&f, poll_main, &t));
+	fiber_sleep(200000000);
+	ASSERT_EQ(1, write(p[1], "x", 1));
+	ASSERT_EQ(0, fiber_join(f, NULL));
+	ASSERT_EQ(0, fiber_sched_stop());
+	ASSERT_EQ(0, t.ret);			/* 50 ms passed first */
+	ASSERT_EQ(POLLIN, t.took);
+	ASSERT_LE(200000000, test_now_ns() - start);
+}
+
+/*
+ * 10,000 fibers blocked in fiber_read at once, on a 256-entry ring, all
+ * on one datagram socket: each gets exactly one of the 10,000 messages.
+ */
+#define MANY_READERS 10000
+FIXTURE(many) {};
+FIXTURE_SETUP(many) {}
+FIXTURE_TEARDOWN(many) {}
+TEST_F_TIMEOUT(many, ten_thousand_readers, 300)
+{
+	struct fiber_config cfg = { .workers = 1, .mode = FIBER_PREEMPT_OFF,
+				    .stack_size = 32768 };
+	static struct pipe_reader r[MANY_READERS];
+	static fiber_t *f[MANY_READERS];
+	static bool seen[MANY_READERS];
+	struct fiber_worker_stats st;
+	int sv[2], i;
+
+	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv));
+	START_WITH_RING(&cfg);
+	for (i = 0; i < MANY_READERS; i++) {
+		r[i].fd = sv[0];
+		ASSERT_EQ(0, fiber_spawn(&f[i], reader_main, &r[i]));
+	}
+	FIBER_WAIT_FOR(FIBER_STAT_SUM(io_ops) >= MANY_READERS, 120000000000ULL);
+	for (i = 0; i < MANY_READERS; i++)
+		ASSERT_FALSE(r[i].done);
+	/* Blocking sends from this thread, while the worker hands them out. */
+	for (i = 0; i < MANY_READERS; i++)
+		ASSERT_EQ(4, send(sv[1], &i, 4, 0));
+	for (i = 0; i < MANY_READERS; i++) {
+		int tag;
+
+		ASSERT_EQ(0, fiber_join(f[i], NULL));
+		ASSERT_EQ(4, r[i].ret);
+		memcpy(&tag, r[i].buf, 4);
+		ASSERT_TRUE(tag >= 0 && tag < MANY_READERS && !seen[tag]);
+		seen[tag] = true;
+	}
+	ASSERT_EQ(0, fiber_worker_stats(0, &st));
+	TH_LOG("%lu operations, %lu submits", st.io_ops, st.io_submits);
+	ASSERT_EQ(MANY_READERS, st.io_ops);
+	ASSERT_EQ(0, fiber_sched_stop());
+	close(sv[0]);
+	close(sv[1]);
+}
+
+/* A process whose seccomp filter refuses io_uring_setup(). */
+static int refuse_io_uring(void)
+{
+	struct sock_filter filter[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { .len = 4, .filter = filter };
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+		return -errno;
+	return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) ? -errno : 0;
+}
+
+static void *echo_main(void *arg)
+{
+	struct pipe_reader *r = arg;
+
+	r->ret = fiber_read(r->fd, r->buf, sizeof(r->buf));
+	return NULL;
+}
+
+/* Without io_uring the scheduler starts and the calls block the worker. */
+TEST(without_io_uring)
+{
+	struct pipe_reader r = { 0 };
+	struct fiber_worker_stats st;
+	fiber_t *f;
+	int p[2];
+
+	if (refuse_io_uring())
+		SKIP(return, "no seccomp filters here (qemu-user)");
+	ASSERT_EQ(0, pipe(p));
+	ASSERT_EQ(2, write(p[1], "ok", 2));
+	ASSERT_EQ(0, fiber_sched_start(&one_worker));
+	ASSERT_EQ(0, fiber_worker_stats(0, &st));
+	ASSERT_EQ(0, st.ring_entries);
+	r.fd = p[0];
+	ASSERT_EQ(0, fiber_spawn(&f, echo_main, &r));
+	ASSERT_EQ(0, fiber_join(f, NULL));
+	ASSERT_EQ(2, r.ret);
+	ASSERT_EQ(0, fiber_worker_stats(0, &st));
+	ASSERT_EQ(0, st.io_ops);
+	ASSERT_EQ(0, fiber_sched_stop());
+}
+
+TEST(ring_size_bounds)
+{
+	struct fiber_config cfg = { .mode = FIBER_PREEMPT_OFF, .ring_entries = 1 << 20 };
+
+	ASSERT_EQ(-EINVAL, fiber_sched_start(&cfg));
+	cfg.ring_entries = 8;
+	ASSERT_EQ(0, fiber_sched_start(&cfg));
+	ASSERT_EQ(0, fiber_sched_stop());
+}
+
+TEST_HARNESS_MAIN
