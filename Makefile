@@ -165,7 +165,7 @@ $(O)/selftests/unwind: KSFT_LDLIBS := -rdynamic -lgcc_s
 $(O)/selftests/%_static: selftests/%.c selftests/*.h $(LIB_HDRS) \
 		$(KSFT_INC)/kselftest_harness.h $(LIBFIBER_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(KSFT_CFLAGS) -o $@ $< $(LIBFIBER_A) $(LDFLAGS) -luring -pthread -ldl
+	$(CC) $(KSFT_CFLAGS) -o $@ $< $(LIBFIBER_A) $(LDFLAGS) -l:liburing.a -pthread -ldl
 
 # A library of its own to opt in to preemption.
 TEST_LIBSPIN := $(O)/selftests/libfiber_test_spin.so
@@ -189,7 +189,7 @@ $(O)/selftests/unwind_insn: selftests/unwind_insn.c selftests/*.h $(LIB_HDRS) \
 		$(KSFT_INC)/kselftest_harness.h $(LIBFIBER_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(KSFT_CFLAGS) -I$(LIB_DIR) -I$(LIB_DIR)/arch/$(LIB_ARCH) -o $@ $< $(LIBFIBER_A) \
-		$(LDFLAGS) -rdynamic -luring -pthread -ldl
+		$(LDFLAGS) -rdynamic -l:liburing.a -pthread -ldl
 
 $(addprefix $(O)/selftests/,$(filter-out %_static unwind_insn cxa_guard,$(SELFTESTS_LIB))): $(O)/selftests/%: \
 		selftests/%.c selftests/*.h $(LIB_HDRS) $(KSFT_INC)/kselftest_harness.h $(LIBFIBER_SO)
@@ -219,7 +219,7 @@ benches: $(BENCH_BINS)
 $(O)/bench/unwind: bench/unwind.c $(LIB_HDRS) $(LIBFIBER_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -I$(LIB_DIR) -I$(LIB_DIR)/arch/$(LIB_ARCH) $(CFLAGS) $(WARN) -o $@ $< \
-		$(LIBFIBER_A) $(LDFLAGS) -luring -pthread -ldl
+		$(LIBFIBER_A) $(LDFLAGS) -l:liburing.a -pthread -ldl
 $(O)/bench/sigreturn: bench/sigreturn_aarch64.S
 $(O)/bench/%: bench/%.c $(LIB_HDRS) $(LIBFIBER_SO)
 	@mkdir -p $(dir $@)
