@@ -97,7 +97,7 @@ $(MODULE): Kbuild kmod/*.c kmod/Kbuild kmod/arch/*/*.h uapi/linux/*.h | $(KDIR)/
 
 LIB_ARCH   := $(TARGET)
 LIB_DIR    := libfiber
-LIB_SRCS   := $(LIB_DIR)/sched.c $(LIB_DIR)/io.c $(LIB_DIR)/preempt.c $(LIB_DIR)/unwind.c $(LIB_DIR)/sigmask.c $(LIB_DIR)/sync.c $(LIB_DIR)/arch/$(LIB_ARCH)/context.c \
+LIB_SRCS   := $(LIB_DIR)/sched.c $(LIB_DIR)/runq.c $(LIB_DIR)/io.c $(LIB_DIR)/preempt.c $(LIB_DIR)/unwind.c $(LIB_DIR)/sigmask.c $(LIB_DIR)/sync.c $(LIB_DIR)/arch/$(LIB_ARCH)/context.c \
 	      $(LIB_DIR)/arch/$(LIB_ARCH)/switch.S $(LIB_DIR)/arch/$(LIB_ARCH)/upcall.S
 LIB_OBJS   := $(patsubst $(LIB_DIR)/%,$(O)/libfiber/%.o,$(LIB_SRCS))
 LIB_HDRS   := $(wildcard $(LIB_DIR)/*.h $(LIB_DIR)/include/*.h $(LIB_DIR)/arch/*/*.h) uapi/linux/fiber_preempt.h

@@ -28,9 +28,36 @@ enum fiber_state {
 /* What the scheduler does with the fiber that just switched to it. */
 enum fiber_action {
 	FIBER_ACT_YIELD,	/* runnable again */
-	FIBER_ACT_BLOCK,	/* parked; sched.lock is held, release it */
-	FIBER_ACT_EXIT,		/* returned; sched.lock is held */
+	FIBER_ACT_BLOCK,	/* parked; release w->park_lock if set */
+	FIBER_ACT_JOIN,		/* waits for w->join_target to return */
+	FIBER_ACT_EXIT,		/* returned */
 };
+
+/*
+ * A lock for short sections (a run queue, a fiber lock's wait list):
+ * spins, then yields the CPU, since the holder's thread may be off it.
+ */
+static inline void fiber_cpu_relax(void)
+{
+#if defined(__x86_64__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ volatile("yield");
+#endif
+}
+
+void fiber_spin_wait(uint32_t *lock) FIBER_HIDDEN;
+
+static inline void fiber_spin_lock(uint32_t *lock)
+{
+	if (__builtin_expect(__atomic_exchange_n(lock, 1, __ATOMIC_ACQUIRE), 0))
+		fiber_spin_wait(lock);
+}
+
+static inline void fiber_spin_unlock(uint32_t *lock)
+{
+	__atomic_store_n(lock, 0, __ATOMIC_RELEASE);
+}
 
 #define FIBER_MAX_RECURSIVE	8
 
@@ -44,6 +71,13 @@ struct fiber {
 	void *ret;
 	enum fiber_state state;
 	int pinned;			/* worker index, or -1 when any may run it */
+	/*
+	 * A timed wait's timer is in this worker's heap (-1: none): until
+	 * that worker drops it, the fiber runs only there.
+	 */
+	int timer_worker;
+	unsigned int timer_slot;	/* index in that heap */
+	uint32_t wait_token;		/* 1 while a timed wait may be ended */
 	uint32_t preempt_off;		/* ctl->preempt_off while switched out */
 	int saved_errno;		/* errno while switched out */
 	/* Recursive mutexes it holds (sync.c), as far as FIBER_MAX_RECURSIVE. */
@@ -51,18 +85,39 @@ struct fiber {
 	const pthread_mutex_t *recursive[FIBER_MAX_RECURSIVE];
 	bool own_sigmask;		/* sigmask differs from the worker's */
 	sigset_t sigmask;		/* the fiber's signal mask, if own_sigmask */
-	struct fiber *next;		/* run queue or sleep list link */
-	uint64_t ticket;		/* when it became runnable: FIFO across queues */
-	struct fiber *joiner;		/* fiber blocked in fiber_join() on this one */
-	uint64_t wake_ns;		/* fiber_sleep() deadline, CLOCK_MONOTONIC */
+	struct fiber *next;		/* run queue link */
+	uint64_t ticket;		/* when it was queued: FIFO across a worker's queues */
+	/* Who waits in fiber_join(): a fiber, FIBER_JOIN_THREAD or _DONE. */
+	struct fiber *joiner;
+	uint64_t wake_ns;		/* timed wait's end, CLOCK_MONOTONIC */
 	uint64_t deadline;		/* fiber_set_deadline(): bounds its I/O calls */
 	struct fiber_stats stats;
 };
+
+#define FIBER_JOIN_THREAD	((struct fiber *)1)	/* a thread waits on sched.done */
+#define FIBER_JOIN_DONE		((struct fiber *)2)	/* the fiber has returned */
 
 struct fiber_queue {
 	struct fiber *head;
 	struct fiber *tail;
 };
+
+/*
+ * A worker's run queues, under their own lock: the worker pushes and pops
+ * here on every switch; other threads push fibers they wake that must run
+ * here, and idle workers steal from the shared queue.
+ */
+struct fiber_runq {
+	uint32_t lock;
+	struct fiber_queue pinned;	/* fibers that run on this worker only */
+	struct fiber_queue shared;	/* fibers any worker may take */
+	unsigned int len;		/* both queues; read without the lock */
+	unsigned int nr_shared;		/* read without the lock by thieves */
+	/* It waits for work; a wake-up was sent since (at most one a wait). */
+	bool sleeping;
+	bool woken;
+	uint32_t futex;			/* without a ring: what it waits on */
+} __attribute__((aligned(64)));
 
 struct fiber_worker {
 	/* Written by the kernel from this worker's timer interrupt. */
@@ -73,8 +128,18 @@ struct fiber_worker {
 	void *sched_sp;			/* the worker's own stack while a fiber runs */
 	struct fiber *current;
 	enum fiber_action action;
-	struct fiber_queue pinned;	/* fibers that run on this worker only */
+	uint32_t *park_lock;		/* FIBER_ACT_BLOCK: unlocked once switched out */
+	struct fiber *join_target;	/* FIBER_ACT_JOIN */
+	/* Only this worker's thread touches these. */
+	struct fiber *runnext;		/* the fiber it just woke: runs next */
+	unsigned int runnext_streak;	/* runnext picks in a row */
+	uint64_t ticks;			/* picks, for the global queue's turn */
+	unsigned int pass_left;		/* picks until the ring is submitted */
+	struct fiber **timers;		/* min-heap of timed waits, by wake_ns */
+	unsigned int nr_timers, timers_cap;
 	uint64_t switches;
+	uint64_t steals;		/* fibers taken from other workers */
+	uint64_t wakeups;		/* wake-ups sent to it while it slept */
 	uint64_t deferred_stack;	/* upcalls declined: a frame not preemptible */
 	int init_error;			/* set once the worker has started */
 	/* signal backend: the worker's CPU clock, and the monitor's view */
@@ -93,10 +158,9 @@ struct fiber_worker {
 	uint64_t io_submits;
 	int wake_fd;			/* eventfd another thread writes to wake it */
 	bool wake_armed;		/* a read of wake_fd is in the ring */
+	bool has_msg_ring;		/* it can wake others with IORING_OP_MSG_RING */
 	uint64_t wake_buf;
-	/* Lock held: it waits in its ring; a wake-up was sent since. */
-	bool io_sleeping;
-	bool io_woken;
+	struct fiber_runq rq;
 } __attribute__((aligned(FIBER_PREEMPT_CTL_ALIGN)));
 
 /* The scheduler's life; changed only with sched.lock held. */
@@ -108,18 +172,22 @@ enum fiber_sched_state {
 };
 
 struct fiber_sched {
-	pthread_mutex_t lock;		/* everything below */
-	pthread_cond_t idle;		/* workers with nothing to run */
-	pthread_cond_t done;		/* a fiber returned; stop may proceed */
-	struct fiber_queue runq;	/* runnable fibers that may migrate */
-	struct fiber *sleepers;		/* sorted by wake_ns */
-	unsigned int live;		/* fibers spawned and not yet returned */
-	uint64_t tickets;		/* source of fiber.ticket */
-	unsigned int idle_workers;
-	enum fiber_sched_state state;
+	/* The scheduler's life and threads' joins; no fiber switch takes it. */
+	pthread_mutex_t lock;
+	pthread_cond_t done;		/* a fiber returned, a worker started */
+	enum fiber_sched_state state;	/* read without the lock, atomically */
 	bool stopping;			/* workers exit once no fiber is live */
 	bool fork_handlers;		/* pthread_atfork() done */
 	unsigned int started_workers;
+	unsigned int live;		/* fibers spawned, not returned (atomic) */
+	unsigned int nr_idle;		/* workers waiting for work (atomic) */
+
+	/* Fibers spawned by threads other than workers; any worker takes them. */
+	struct {
+		uint32_t lock;
+		struct fiber_queue q;
+		unsigned int len;	/* read without the lock */
+	} global __attribute__((aligned(64)));
 
 	/* Fixed once started. */
 	enum fiber_preempt_mode mode;
@@ -178,8 +246,19 @@ extern const char fiber_upcall_end[] FIBER_HIDDEN;
 void fiber_exit(struct fiber *f, void *ret) FIBER_HIDDEN __attribute__((noreturn));
 void fiber_preempted(struct fiber_worker *w) FIBER_HIDDEN;
 void fiber_yield_here(void) FIBER_HIDDEN;
-void fiber_make_runnable(struct fiber *f) FIBER_HIDDEN;
-void fiber_park(struct fiber_worker *w) FIBER_HIDDEN;
+void fiber_park(struct fiber_worker *w, uint32_t *unlock) FIBER_HIDDEN;
+bool fiber_park_until(struct fiber_worker *w, uint64_t deadline_ns, uint32_t *unlock) FIBER_HIDDEN;
+bool fiber_wait_end(struct fiber *f) FIBER_HIDDEN;
+uint64_t fiber_now_ns(void) FIBER_HIDDEN;
+
+/* runq.c */
+void fiber_runq_push(struct fiber_worker *w, struct fiber *f) FIBER_HIDDEN;
+void fiber_wake(struct fiber *f) FIBER_HIDDEN;
+void fiber_global_push(struct fiber *f) FIBER_HIDDEN;
+struct fiber *fiber_runq_pick(struct fiber_worker *w) FIBER_HIDDEN;
+bool fiber_runq_idle(struct fiber_worker *w, uint64_t deadline) FIBER_HIDDEN;
+bool fiber_runq_empty(const struct fiber_worker *w) FIBER_HIDDEN;
+void fiber_runq_wake_all(void) FIBER_HIDDEN;
 
 /* io.c */
 int fiber_io_worker_start(struct fiber_worker *w, unsigned int entries) FIBER_HIDDEN;
@@ -188,6 +267,7 @@ unsigned int fiber_io_ring_entries(unsigned int requested) FIBER_HIDDEN;
 void fiber_io_poll(struct fiber_worker *w) FIBER_HIDDEN;
 void fiber_io_wait(struct fiber_worker *w, uint64_t deadline) FIBER_HIDDEN;
 void fiber_io_wake(struct fiber_worker *w) FIBER_HIDDEN;
+bool fiber_io_msg_ring(struct fiber_worker *self, struct fiber_worker *w) FIBER_HIDDEN;
 
 /* preempt.c */
 int fiber_preempt_setup(enum fiber_preempt_mode *mode) FIBER_HIDDEN;

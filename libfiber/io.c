@@ -10,9 +10,13 @@
  * the worker whose ring holds its SQE: the fiber cannot move between
  * getting the SQE and its submission.
  *
- * A worker with nothing to run waits in its ring, for a completion, its
- * next sleeper's time, or a write to its eventfd by a thread that made
- * work for it (at most one write per wait: io_woken).
+ * The worker submits once per pass over its run queue (every fiber
+ * runnable at the last submission has had its turn since), not once per
+ * call, and reaps completions at the same points; completions go to the
+ * back of its queue. A worker with nothing to run submits and waits in
+ * its ring in one call, for a completion, its next timer, or a wake-up
+ * (runq.c): an IORING_OP_MSG_RING CQE from another worker's ring, or a
+ * write to its eventfd by any other thread.
  *
  * Deadlines: a fiber's deadline (fiber_set_deadline()) bounds each of
  * its calls with a linked timeout; the kernel cancels the operation when
@@ -41,6 +45,7 @@
 /* user_data of CQEs no fiber waits for. */
 #define IO_DATA_IGNORE		0ULL	/* linked timeouts */
 #define IO_DATA_WAKE		1ULL	/* the read of the worker's eventfd */
+#define IO_DATA_MSG		2ULL	/* another worker's IORING_OP_MSG_RING */
 
 /* One operation a fiber waits for; on the fiber's stack. */
 struct io_request {
@@ -55,14 +60,6 @@ struct io_call {
 	uint64_t deadline;		/* 0: none */
 	bool own_timeout;		/* the deadline is fiber_poll()'s timeout */
 };
-
-static uint64_t io_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
-}
 
 int fiber_io_worker_start(struct fiber_worker *w, unsigned int entries)
 {
@@ -83,6 +80,13 @@ int fiber_io_worker_start(struct fiber_worker *w, unsigned int entries)
 	/* No io_uring here: the calls block (see the top of this file). */
 	w->has_ring = ret == 0;
 	w->ring_entries = w->has_ring ? entries : 0;
+	if (w->has_ring) {
+		struct io_uring_probe *probe = io_uring_get_probe_ring(&w->ring);
+
+		/* 5.18 and later; before, wake-ups go through the eventfd. */
+		w->has_msg_ring = probe && io_uring_opcode_supported(probe, IORING_OP_MSG_RING);
+		io_uring_free_probe(probe);
+	}
 	return 0;
 }
 
@@ -103,7 +107,7 @@ unsigned int fiber_io_ring_entries(unsigned int requested)
 	return requested <= MAX_RING_ENTRIES ? requested : 0;
 }
 
-/* Submits what the worker's fibers queued; lock held or not. */
+/* Submits what the worker's fibers queued. */
 static void io_submit(struct fiber_worker *w)
 {
 	int ret;
@@ -119,7 +123,7 @@ static void io_submit(struct fiber_worker *w)
 	 */
 }
 
-/* Lock held. Submits, then hands every completion to its fiber. */
+/* Submits, then hands every completion to its fiber. */
 void fiber_io_poll(struct fiber_worker *w)
 {
 	struct io_uring_cqe *cqe;
@@ -130,26 +134,43 @@ void fiber_io_poll(struct fiber_worker *w)
 
 		if (data == IO_DATA_WAKE) {
 			w->wake_armed = false;
-		} else if (data != IO_DATA_IGNORE) {
+		} else if (data != IO_DATA_IGNORE && data != IO_DATA_MSG) {
 			struct io_request *req = (struct io_request *)(uintptr_t)data;
 
 			req->res = cqe->res;
 			w->io_inflight--;
-			fiber_make_runnable(req->fiber);
+			fiber_runq_push(w, req->fiber);
 		}
 		io_uring_cqe_seen(&w->ring, cqe);
 	}
 }
 
-/* Lock held, w asleep in its ring (io_sleeping). */
+/* Wakes w, waiting in its ring, from any thread. */
 void fiber_io_wake(struct fiber_worker *w)
 {
-	w->io_woken = true;
 	eventfd_write(w->wake_fd, 1);
 }
 
 /*
- * Lock held; returns with it held. Waits in the ring for a completion, a
+ * Wakes w, waiting in its ring, with a CQE posted from self's ring (on
+ * self's thread). False: no SQE free; the caller uses the eventfd.
+ */
+bool fiber_io_msg_ring(struct fiber_worker *self, struct fiber_worker *w)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&self->ring);
+
+	if (!sqe)
+		return false;
+	io_uring_prep_msg_ring(sqe, w->ring.ring_fd, 0, IO_DATA_MSG, 0);
+	io_uring_sqe_set_data64(sqe, IO_DATA_IGNORE);
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+	/* At once, with whatever else is queued: the other worker waits. */
+	io_submit(self);
+	return true;
+}
+
+/*
+ * Submits what is queued and waits in the ring for a completion, a
  * wake-up or until deadline (CLOCK_MONOTONIC ns, 0: none).
  */
 void fiber_io_wait(struct fiber_worker *w, uint64_t deadline)
@@ -157,9 +178,6 @@ void fiber_io_wait(struct fiber_worker *w, uint64_t deadline)
 	struct __kernel_timespec ts, *tsp = NULL;
 	struct io_uring_cqe *cqe;
 
-	w->io_sleeping = true;
-	w->io_woken = false;
-	sched_unlock();
 	if (!w->wake_armed) {
 		struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
 
@@ -174,7 +192,7 @@ void fiber_io_wait(struct fiber_worker *w, uint64_t deadline)
 		}
 	}
 	if (deadline) {
-		uint64_t now = io_now_ns(), left = deadline > now ? deadline - now : 0;
+		uint64_t now = fiber_now_ns(), left = deadline > now ? deadline - now : 0;
 
 		ts.tv_sec = left / 1000000000ULL;
 		ts.tv_nsec = left % 1000000000ULL;
@@ -182,8 +200,6 @@ void fiber_io_wait(struct fiber_worker *w, uint64_t deadline)
 	}
 	if (io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, tsp, NULL) > 0)
 		w->io_submits++;
-	sched_lock();
-	w->io_sleeping = false;
 }
 
 /* A plain system call's result in libfiber's convention. */
@@ -205,7 +221,7 @@ static bool io_start(struct io_call *c)
 	c->sqe = NULL;
 	c->own_timeout = false;
 	c->deadline = f ? f->deadline : 0;
-	if (c->deadline && io_now_ns() >= c->deadline)
+	if (c->deadline && fiber_now_ns() >= c->deadline)
 		return true;
 	if (!f || !w->has_ring)
 		return false;
@@ -232,7 +248,7 @@ static long io_finish(struct io_call *c)
 	io_uring_sqe_set_data(c->sqe, &req);
 	if (c->deadline) {
 		struct io_uring_sqe *t = io_uring_get_sqe(&w->ring);
-		uint64_t now = io_now_ns();
+		uint64_t now = fiber_now_ns();
 		uint64_t left = c->deadline > now ? c->deadline - now : 1;
 
 		/* The kernel copies ts when it submits, while this fiber waits. */
@@ -244,7 +260,7 @@ static long io_finish(struct io_call *c)
 	}
 	w->io_inflight++;
 	w->io_ops++;
-	fiber_park(w);
+	fiber_park(w, NULL);
 	if (req.res == -ECANCELED && c->deadline)
 		return c->own_timeout ? 0 : -ETIMEDOUT;
 	return req.res;
@@ -440,7 +456,7 @@ int fiber_poll(int fd, short events, int timeout_ms)
 		return ret > 0 ? pfd.revents : ret;
 	}
 	if (timeout_ms > 0 && c.sqe) {
-		uint64_t own = io_now_ns() + (uint64_t)timeout_ms * 1000000ULL;
+		uint64_t own = fiber_now_ns() + (uint64_t)timeout_ms * 1000000ULL;
 
 		if (!c.deadline || own < c.deadline) {
 			c.deadline = own;

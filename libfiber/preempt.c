@@ -270,7 +270,7 @@ void fiber_upcall_handler(struct fiber_upcall_frame *frame)
 		 * Nothing else could run here: a new slice, not a switch.
 		 * Racy reads: a fiber queued meanwhile waits one more slice.
 		 */
-		if (!fiber_sched.runq.head && !w->pinned.head && !fiber_sched.sleepers)
+		if (fiber_runq_empty(w) && !w->nr_timers)
 			w->ctl.switch_count++;
 		else
 			fiber_preempted(w);

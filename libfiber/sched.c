@@ -1,20 +1,31 @@
 // SPDX-License-Identifier: MIT
 /*
- * The scheduler: worker threads, fibers, run queues, join and sleep.
+ * The scheduler: worker threads, fibers, join, sleep and timers.
  *
  * Each worker runs a loop on its own thread stack and switches to one
  * fiber at a time; a fiber switches back to that loop to yield, block,
- * exit or be preempted, having set w->action to say which. The loop acts
- * on it only once the fiber's stack is saved, so a fiber is never made
- * runnable elsewhere while its worker is still running on its stack.
+ * join, exit or be preempted, having set w->action to say which. The loop
+ * acts on it only once the fiber's stack is saved, so a fiber is never
+ * made runnable elsewhere while its worker still runs on its stack: a
+ * fiber that parks on a wait list keeps the list's lock across the switch
+ * (w->park_lock), and the loop releases it, as Go's gopark() does.
  *
- * One mutex guards the queues. A new fiber waits in the shared run queue
- * for any worker; from its first run on it goes to that worker's own
- * queue, since its code may keep thread-local addresses in registers.
- * With FIBER_MIGRATE, fibers that stopped in a libfiber call outside a
- * preempt-off section (a held lock among them: its owner is the thread)
- * go back to the shared queue; with FIBER_MIGRATE_PREEMPTED, preempted
- * fibers too.
+ * There is no lock every switch takes: run queues are per worker
+ * (runq.c), timers are in a per-worker heap, and the one global mutex,
+ * fiber_sched.lock, covers only the scheduler's start and stop and the
+ * joins of threads that are not fibers. A new fiber may run on any
+ * worker; from its first run on it stays on that worker, since its code
+ * may keep thread-local addresses in registers. With FIBER_MIGRATE,
+ * fibers that stopped in a libfiber call outside a preempt-off section
+ * (a held lock among them: its owner is the thread) may move; with
+ * FIBER_MIGRATE_PREEMPTED, preempted fibers too.
+ *
+ * Timed waits (fiber_sleep(), fiber_cond_timedwait()) put the fiber in
+ * its worker's timer heap, which only that worker touches. A wait that
+ * something else may end first (a signal) is settled by wait_token: the
+ * timer and the waker both exchange it, and only the one that takes it
+ * wakes the fiber. Until the worker has dropped the timer from its heap,
+ * the fiber runs only there.
  *
  * Fibers on one worker share its thread's errno and signal mask: the
  * worker loop saves errno when a fiber stops and restores it before the
@@ -40,7 +51,6 @@
 
 struct fiber_sched fiber_sched = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
-	.idle = PTHREAD_COND_INITIALIZER,
 	.done = PTHREAD_COND_INITIALIZER,
 	.dev_fd = -1,
 };
@@ -48,7 +58,7 @@ struct fiber_sched fiber_sched = {
 FIBER_TLS struct fiber_worker *fiber_tls_worker;
 FIBER_TLS struct fiber_preempt_ctl *fiber_tls_ctl;
 
-static uint64_t now_ns(void)
+uint64_t fiber_now_ns(void)
 {
 	struct timespec ts;
 
@@ -56,83 +66,109 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
 }
 
-static void queue_push(struct fiber_queue *q, struct fiber *f)
+static enum fiber_sched_state sched_state(void)
 {
-	f->next = NULL;
-	if (q->tail)
-		q->tail->next = f;
-	else
-		q->head = f;
-	q->tail = f;
+	return __atomic_load_n(&fiber_sched.state, __ATOMIC_ACQUIRE);
 }
 
-static struct fiber *queue_pop(struct fiber_queue *q)
+static void set_sched_state(enum fiber_sched_state state)
 {
-	struct fiber *f = q->head;
+	__atomic_store_n(&fiber_sched.state, state, __ATOMIC_RELEASE);
+}
 
-	if (f) {
-		q->head = f->next;
-		if (!q->head)
-			q->tail = NULL;
+/* The timer heap: w->timers[0] ends first. Only w's thread touches it. */
+static void timer_set(struct fiber_worker *w, unsigned int slot, struct fiber *f)
+{
+	w->timers[slot] = f;
+	f->timer_slot = slot;
+}
+
+static void timer_sift_up(struct fiber_worker *w, unsigned int slot)
+{
+	struct fiber *f = w->timers[slot];
+
+	while (slot) {
+		unsigned int parent = (slot - 1) / 2;
+
+		if (w->timers[parent]->wake_ns <= f->wake_ns)
+			break;
+		timer_set(w, slot, w->timers[parent]);
+		slot = parent;
 	}
-	return f;
+	timer_set(w, slot, f);
+}
+
+static void timer_sift_down(struct fiber_worker *w, unsigned int slot)
+{
+	struct fiber *f = w->timers[slot];
+
+	for (;;) {
+		unsigned int child = 2 * slot + 1;
+
+		if (child >= w->nr_timers)
+			break;
+		if (child + 1 < w->nr_timers &&
+		    w->timers[child + 1]->wake_ns < w->timers[child]->wake_ns)
+			child++;
+		if (f->wake_ns <= w->timers[child]->wake_ns)
+			break;
+		timer_set(w, slot, w->timers[child]);
+		slot = child;
+	}
+	timer_set(w, slot, f);
 }
 
 /*
- * Lock held. Wakes w if it waits for work, or, with w NULL, one worker
- * that does. Workers with a ring wait in it (an eventfd write, once per
- * wait), the others on the idle condition.
+ * Puts f, about to park in a timed wait ending at f->wake_ns, in the heap
+ * of w, its worker (on w's thread). Returns false when out of memory.
  */
-static void wake_worker(struct fiber_worker *w)
+static bool timer_add(struct fiber_worker *w, struct fiber *f)
 {
-	unsigned int i;
+	if (w->nr_timers == w->timers_cap) {
+		unsigned int cap = w->timers_cap ? 2 * w->timers_cap : 64;
+		struct fiber **timers = realloc(w->timers, cap * sizeof(*timers));
 
-	if (w && w->has_ring) {
-		if (w->io_sleeping && !w->io_woken)
-			fiber_io_wake(w);
-		return;
+		if (!timers)
+			return false;
+		w->timers = timers;
+		w->timers_cap = cap;
 	}
-	if (!w) {
-		for (i = 0; i < fiber_sched.nr_workers; i++) {
-			struct fiber_worker *x = &fiber_sched.workers[i];
-
-			if (x->io_sleeping && !x->io_woken) {
-				fiber_io_wake(x);
-				return;
-			}
-		}
-	}
-	if (fiber_sched.idle_workers)
-		pthread_cond_broadcast(&fiber_sched.idle);
+	f->wait_token = 1;
+	__atomic_store_n(&f->timer_worker, (int)w->index, __ATOMIC_RELAXED);
+	timer_set(w, w->nr_timers++, f);
+	timer_sift_up(w, w->nr_timers - 1);
+	return true;
 }
 
-/* Lock held. Makes f runnable where it may run. */
-static void make_runnable(struct fiber *f)
+static void timer_remove(struct fiber_worker *w, struct fiber *f)
 {
-	f->state = FIBER_RUNNABLE;
-	f->ticket = ++fiber_sched.tickets;
-	if (f->pinned >= 0) {
-		queue_push(&fiber_sched.workers[f->pinned].pinned, f);
-		wake_worker(&fiber_sched.workers[f->pinned]);
-		return;
+	unsigned int slot = f->timer_slot;
+	struct fiber *last = w->timers[--w->nr_timers];
+
+	if (slot < w->nr_timers) {
+		timer_set(w, slot, last);
+		timer_sift_down(w, slot);
+		timer_sift_up(w, last->timer_slot);
 	}
-	queue_push(&fiber_sched.runq, f);
-	wake_worker(NULL);
+	/* Dropped: from now on the fiber may run anywhere it may. */
+	__atomic_store_n(&f->timer_worker, -1, __ATOMIC_RELEASE);
 }
 
-void fiber_make_runnable(struct fiber *f)
+bool fiber_wait_end(struct fiber *f)
 {
-	make_runnable(f);
+	return __atomic_exchange_n(&f->wait_token, 0, __ATOMIC_ACQ_REL);
 }
 
-/* Lock held. Wakes the sleepers whose time has come. */
-static void wake_sleepers(uint64_t now)
+/* Wakes the fibers whose timed waits have ended by now. */
+static void timers_expire(struct fiber_worker *w, uint64_t now)
 {
-	while (fiber_sched.sleepers && fiber_sched.sleepers->wake_ns <= now) {
-		struct fiber *f = fiber_sched.sleepers;
+	while (w->nr_timers && w->timers[0]->wake_ns <= now) {
+		struct fiber *f = w->timers[0];
 
-		fiber_sched.sleepers = f->next;
-		make_runnable(f);
+		timer_remove(w, f);
+		/* Lost: whoever ended the wait first has woken it. */
+		if (fiber_wait_end(f))
+			fiber_runq_push(w, f);
 	}
 }
 
@@ -183,12 +219,29 @@ void fiber_yield_here(void)
 		switch_to_worker(w, FIBER_ACT_YIELD, true);
 }
 
-/* Parks the calling fiber until fiber_make_runnable(); lock not held. */
-void fiber_park(struct fiber_worker *w)
+/*
+ * Parks the calling fiber until fiber_wake() or fiber_runq_push(). The
+ * worker releases unlock (if not NULL) once the fiber is switched out.
+ */
+void fiber_park(struct fiber_worker *w, uint32_t *unlock)
 {
-	sched_lock();
 	w->current->state = FIBER_BLOCKED;
+	w->park_lock = unlock;
 	switch_to_worker(w, FIBER_ACT_BLOCK, false);
+}
+
+/*
+ * Parks the calling fiber in a timed wait until fiber_wake() or
+ * deadline_ns, whichever comes first (fiber_wait_end() says which).
+ * Returns false, without parking, when out of memory.
+ */
+bool fiber_park_until(struct fiber_worker *w, uint64_t deadline_ns, uint32_t *unlock)
+{
+	w->current->wake_ns = deadline_ns;
+	if (!timer_add(w, w->current))
+		return false;
+	fiber_park(w, unlock);
+	return true;
 }
 
 static void free_fiber(struct fiber *f)
@@ -197,84 +250,95 @@ static void free_fiber(struct fiber *f)
 	free(f);
 }
 
-/* Lock held. Acts on what the fiber that just stopped asked for. */
+static void broadcast_done(void)
+{
+	sched_lock();
+	pthread_cond_broadcast(&fiber_sched.done);
+	sched_unlock();
+}
+
+/* f returned. After the exchange, f may be gone: its joiner frees it. */
+static void fiber_done(struct fiber *f)
+{
+	struct fiber *joiner;
+	bool last;
+
+	f->state = FIBER_DONE;
+	last = __atomic_sub_fetch(&fiber_sched.live, 1, __ATOMIC_ACQ_REL) == 0;
+	joiner = __atomic_exchange_n(&f->joiner, FIBER_JOIN_DONE, __ATOMIC_ACQ_REL);
+	if (joiner && joiner != FIBER_JOIN_THREAD)
+		fiber_wake(joiner);
+	if (joiner == FIBER_JOIN_THREAD || last)
+		broadcast_done();
+}
+
+/* Acts on what the fiber that just stopped asked for. */
 static void after_switch(struct fiber_worker *w, struct fiber *f)
 {
+	struct fiber *none = NULL;
+
 	switch (w->action) {
 	case FIBER_ACT_YIELD:
-		make_runnable(f);
+		/* A fiber that may move waits where every worker looks. */
+		if (f->pinned < 0)
+			fiber_global_push(f);
+		else
+			fiber_runq_push(w, f);
 		break;
 	case FIBER_ACT_BLOCK:
+		if (w->park_lock)
+			fiber_spin_unlock(w->park_lock);
+		w->park_lock = NULL;
+		break;
+	case FIBER_ACT_JOIN:
+		/* Fails only when the target has returned meanwhile. */
+		if (!__atomic_compare_exchange_n(&w->join_target->joiner, &none, f, false,
+						 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+			fiber_wake(f);
 		break;
 	case FIBER_ACT_EXIT:
-		f->state = FIBER_DONE;
-		if (f->joiner)
-			make_runnable(f->joiner);
-		fiber_sched.live--;
-		pthread_cond_broadcast(&fiber_sched.done);
+		fiber_done(f);
 		break;
 	}
 }
 
 /*
- * Lock held. The next fiber for w, or NULL: whichever of the worker's own
- * queue and the shared one has waited longer, so a preempted fiber goes
- * to the back of the line like any other.
+ * The next fiber for w, or NULL. The ring is submitted and reaped once
+ * every fiber that was runnable at the last submission has had its turn.
  */
 static struct fiber *pick_next(struct fiber_worker *w)
 {
-	struct fiber *mine, *shared;
+	struct fiber *f;
 
-	if (w->has_ring)
+	if (w->nr_timers)
+		timers_expire(w, fiber_now_ns());
+	if (w->has_ring && (!w->pass_left || !--w->pass_left)) {
 		fiber_io_poll(w);
-	if (fiber_sched.sleepers)
-		wake_sleepers(now_ns());
-	mine = w->pinned.head;
-	shared = fiber_sched.runq.head;
-	if (mine && (!shared || mine->ticket < shared->ticket))
-		return queue_pop(&w->pinned);
-	return queue_pop(&fiber_sched.runq);
-}
-
-/* Lock held. Waits for work; false when the scheduler is stopping. */
-static bool wait_for_work(struct fiber_worker *w)
-{
-	struct timespec ts;
-
-	if (fiber_sched.stopping && !fiber_sched.live)
-		return false;
-	if (w->has_ring) {
-		fiber_io_wait(w, fiber_sched.sleepers ? fiber_sched.sleepers->wake_ns : 0);
-		return true;
+		w->pass_left = w->rq.len + (w->runnext != NULL) + 1;
 	}
-	fiber_sched.idle_workers++;
-	if (fiber_sched.sleepers) {
-		uint64_t wake = fiber_sched.sleepers->wake_ns;
-
-		ts.tv_sec = wake / 1000000000ULL;
-		ts.tv_nsec = wake % 1000000000ULL;
-		pthread_cond_clockwait(&fiber_sched.idle, &fiber_sched.lock,
-				       CLOCK_MONOTONIC, &ts);
-	} else {
-		pthread_cond_wait(&fiber_sched.idle, &fiber_sched.lock);
+	f = fiber_runq_pick(w);
+	if (!f && w->has_ring && io_uring_cq_ready(&w->ring)) {
+		w->pass_left = 0;
+		return pick_next(w);
 	}
-	fiber_sched.idle_workers--;
-	return true;
+	return f;
 }
 
 static void worker_loop(struct fiber_worker *w)
 {
 	struct fiber *f;
 
-	sched_lock();
 	for (;;) {
 		f = pick_next(w);
 		if (!f) {
-			if (!wait_for_work(w))
+			if (!fiber_runq_idle(w, w->nr_timers ? w->timers[0]->wake_ns : 0))
 				break;
+			w->pass_left = 0;
 			continue;
 		}
-		sched_unlock();
+		/* Woken before its time: its timer is in this worker's heap. */
+		if (__atomic_load_n(&f->timer_worker, __ATOMIC_ACQUIRE) >= 0)
+			timer_remove(w, f);
 
 		f->state = FIBER_RUNNING;
 		w->current = f;
@@ -292,12 +356,8 @@ static void worker_loop(struct fiber_worker *w)
 		if (f->own_sigmask)
 			fiber_sigmask_apply(&w->sigmask);
 		w->current = NULL;
-
-		if (w->action != FIBER_ACT_BLOCK && w->action != FIBER_ACT_EXIT)
-			sched_lock();
 		after_switch(w, f);
 	}
-	sched_unlock();
 }
 
 static void *worker_main(void *arg)
@@ -323,6 +383,7 @@ static void *worker_main(void *arg)
 	worker_loop(w);
 	fiber_preempt_worker_stop(w);
 	fiber_io_worker_stop(w);
+	free(w->timers);
 	fiber_tls_worker = NULL;
 	fiber_tls_ctl = NULL;
 	return NULL;
@@ -337,7 +398,6 @@ void fiber_exit(struct fiber *f, void *ret)
 	if (!w)
 		exit(0);
 	f->ret = ret;
-	sched_lock();
 	switch_to_worker(w, FIBER_ACT_EXIT, false);
 	__builtin_unreachable();
 }
@@ -347,13 +407,8 @@ static void stop_workers(unsigned int n)
 	unsigned int i;
 
 	fiber_preempt_sched_stopping();
-	sched_lock();
-	fiber_sched.stopping = true;
-	pthread_cond_broadcast(&fiber_sched.idle);
-	for (i = 0; i < n; i++)
-		if (fiber_sched.workers[i].io_sleeping)
-			fiber_io_wake(&fiber_sched.workers[i]);
-	sched_unlock();
+	__atomic_store_n(&fiber_sched.stopping, true, __ATOMIC_SEQ_CST);
+	fiber_runq_wake_all();
 	for (i = 0; i < n; i++)
 		pthread_join(fiber_sched.workers[i].thread, NULL);
 }
@@ -367,7 +422,7 @@ static void reset_sched(void)
 	fiber_sched.nr_workers = 0;
 	fiber_sched.started_workers = 0;
 	fiber_sched.stopping = false;
-	fiber_sched.state = FIBER_SCHED_STOPPED;
+	set_sched_state(FIBER_SCHED_STOPPED);
 	sched_unlock();
 }
 
@@ -393,7 +448,6 @@ static void after_fork_child(void)
 	unsigned int i;
 
 	pthread_mutex_init(&fiber_sched.lock, NULL);
-	pthread_cond_init(&fiber_sched.idle, NULL);
 	pthread_cond_init(&fiber_sched.done, NULL);
 	if (fiber_sched.state == FIBER_SCHED_STOPPED)
 		return;
@@ -404,13 +458,12 @@ static void after_fork_child(void)
 	fiber_sched.workers = NULL;
 	fiber_sched.nr_workers = 0;
 	fiber_sched.started_workers = 0;
-	fiber_sched.idle_workers = 0;
+	fiber_sched.nr_idle = 0;
 	fiber_sched.live = 0;
-	fiber_sched.runq.head = fiber_sched.runq.tail = NULL;
-	fiber_sched.sleepers = NULL;
+	memset(&fiber_sched.global, 0, sizeof(fiber_sched.global));
 	fiber_sched.stopping = false;
 	fiber_sched.monitor_running = false;
-	fiber_sched.state = FIBER_SCHED_STOPPED;
+	set_sched_state(FIBER_SCHED_STOPPED);
 	if (fiber_sched.dev_fd >= 0) {
 		close(fiber_sched.dev_fd);
 		fiber_sched.dev_fd = -1;
@@ -424,13 +477,17 @@ static int start_workers(void)
 	unsigned int i, n = fiber_sched.nr_workers;
 	int err = 0;
 
+	/* Set up before any starts: a worker may look at the others at once. */
 	for (i = 0; i < n; i++) {
 		struct fiber_worker *w = &fiber_sched.workers[i];
 
 		w->index = i;
 		w->ctl.size = sizeof(w->ctl);
 		w->wake_fd = -1;
-		err = -pthread_create(&w->thread, NULL, worker_main, w);
+	}
+	for (i = 0; i < n; i++) {
+		err = -pthread_create(&fiber_sched.workers[i].thread, NULL, worker_main,
+				      &fiber_sched.workers[i]);
 		if (err)
 			break;
 	}
@@ -471,7 +528,7 @@ int fiber_sched_start(const struct fiber_config *cfg)
 		sched_unlock();
 		return -EALREADY;
 	}
-	fiber_sched.state = FIBER_SCHED_STARTING;
+	set_sched_state(FIBER_SCHED_STARTING);
 	if (!fiber_sched.fork_handlers) {
 		fiber_sched.fork_handlers = true;
 		pthread_atfork(before_fork, after_fork_parent, after_fork_child);
@@ -506,7 +563,7 @@ int fiber_sched_start(const struct fiber_config *cfg)
 		goto fail;
 	}
 	sched_lock();
-	fiber_sched.state = FIBER_SCHED_RUNNING;
+	set_sched_state(FIBER_SCHED_RUNNING);
 	sched_unlock();
 	return 0;
 fail:
@@ -525,8 +582,8 @@ int fiber_sched_stop(void)
 		sched_unlock();
 		return err;
 	}
-	fiber_sched.state = FIBER_SCHED_STOPPING;
-	while (fiber_sched.live)
+	set_sched_state(FIBER_SCHED_STOPPING);
+	while (__atomic_load_n(&fiber_sched.live, __ATOMIC_ACQUIRE))
 		pthread_cond_wait(&fiber_sched.done, &fiber_sched.lock);
 	sched_unlock();
 	stop_workers(fiber_sched.nr_workers);
@@ -542,11 +599,13 @@ enum fiber_preempt_mode fiber_sched_mode(void)
 /*
  * Once stopping, only fibers (which keep it from stopping) may spawn.
  * Checked before the stack is made (its size is fixed while the scheduler
- * runs) and again, lock held, before the fiber is queued.
+ * runs) and again once the fiber counts as live: fiber_sched_stop() sets
+ * the state before it reads the count, so either it waits for this fiber
+ * or this spawn sees it stopping.
  */
 static bool may_spawn(void)
 {
-	enum fiber_sched_state state = __atomic_load_n(&fiber_sched.state, __ATOMIC_RELAXED);
+	enum fiber_sched_state state = __atomic_load_n(&fiber_sched.state, __ATOMIC_SEQ_CST);
 
 	return state == FIBER_SCHED_RUNNING || (state == FIBER_SCHED_STOPPING && fiber_self());
 }
@@ -586,16 +645,20 @@ int fiber_spawn(fiber_t **fiber, void *(*fn)(void *), void *arg)
 	f->pinned = -1;
 	f->sp = fiber_arch_init_stack((char *)f->map + size, f);
 
-	sched_lock();
+	f->timer_worker = -1;
+	__atomic_fetch_add(&fiber_sched.live, 1, __ATOMIC_SEQ_CST);
 	if (!may_spawn()) {
-		sched_unlock();
+		if (!__atomic_sub_fetch(&fiber_sched.live, 1, __ATOMIC_ACQ_REL))
+			broadcast_done();
 		free_fiber(f);
 		return -EINVAL;
 	}
-	fiber_sched.live++;
-	make_runnable(f);
-	sched_unlock();
 	*fiber = f;
+	/* A fiber's spawn goes to its worker's shared queue, others' to the global one. */
+	if (fiber_self())
+		fiber_runq_push(fiber_tls_worker, f);
+	else
+		fiber_global_push(f);
 	return 0;
 }
 
@@ -607,18 +670,24 @@ int fiber_join(fiber_t *f, void **ret)
 		return -EINVAL;
 	if (w && w->current == f)
 		return -EDEADLK;
-	sched_lock();
-	if (f->state != FIBER_DONE) {
-		if (w && w->current) {
-			f->joiner = w->current;
-			w->current->state = FIBER_BLOCKED;
-			switch_to_worker(w, FIBER_ACT_BLOCK, false);
-			sched_lock();
-		}
-		while (f->state != FIBER_DONE)
-			pthread_cond_wait(&fiber_sched.done, &fiber_sched.lock);
+	if (__atomic_load_n(&f->joiner, __ATOMIC_ACQUIRE) == FIBER_JOIN_DONE) {
+		/* Returned already. */
+	} else if (w && w->current) {
+		/* The worker registers the join once this fiber is switched out. */
+		w->current->state = FIBER_BLOCKED;
+		w->join_target = f;
+		switch_to_worker(w, FIBER_ACT_JOIN, false);
+	} else {
+		struct fiber *none = NULL;
+
+		sched_lock();
+		if (__atomic_compare_exchange_n(&f->joiner, &none, FIBER_JOIN_THREAD, false,
+						__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+			while (__atomic_load_n(&f->joiner, __ATOMIC_ACQUIRE) != FIBER_JOIN_DONE)
+				pthread_cond_wait(&fiber_sched.done, &fiber_sched.lock);
+		sched_unlock();
 	}
-	sched_unlock();
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
 	if (ret)
 		*ret = f->ret;
 	free_fiber(f);
@@ -644,7 +713,6 @@ void fiber_yield(void)
 int fiber_sleep(uint64_t ns)
 {
 	struct fiber_worker *w = fiber_tls_worker;
-	struct fiber *f, **p;
 
 	if (!w || !w->current) {
 		struct timespec ts = { ns / 1000000000ULL, ns % 1000000000ULL };
@@ -653,17 +721,8 @@ int fiber_sleep(uint64_t ns)
 			;
 		return 0;
 	}
-	f = w->current;
-	f->wake_ns = now_ns() + ns;
-	sched_lock();
-	for (p = &fiber_sched.sleepers; *p && (*p)->wake_ns <= f->wake_ns; p = &(*p)->next)
-		;
-	f->next = *p;
-	*p = f;
-	f->state = FIBER_BLOCKED;
-	/* A worker waiting for the old earliest deadline must look again. */
-	wake_worker(NULL);
-	switch_to_worker(w, FIBER_ACT_BLOCK, false);
+	if (!fiber_park_until(w, fiber_now_ns() + ns, NULL))
+		return -ENOMEM;
 	return 0;
 }
 
@@ -703,7 +762,9 @@ void fiber_preempt_enable(void)
 /* Lock held. Whether the workers exist (and fiber_sched.workers with them). */
 static bool workers_exist(void)
 {
-	return fiber_sched.state == FIBER_SCHED_RUNNING || fiber_sched.state == FIBER_SCHED_STOPPING;
+	enum fiber_sched_state state = sched_state();
+
+	return state == FIBER_SCHED_RUNNING || state == FIBER_SCHED_STOPPING;
 }
 
 unsigned int fiber_worker_count(void)
@@ -749,6 +810,8 @@ int fiber_worker_stats(unsigned int worker, struct fiber_worker_stats *st)
 	st->ring_entries = fiber_sched.workers[worker].ring_entries;
 	st->io_ops = fiber_sched.workers[worker].io_ops;
 	st->io_submits = fiber_sched.workers[worker].io_submits;
+	st->steals = fiber_sched.workers[worker].steals;
+	st->wakeups = __atomic_load_n(&fiber_sched.workers[worker].wakeups, __ATOMIC_RELAXED);
 	sched_unlock();
 	return 0;
 }

@@ -60,15 +60,6 @@ FIBER_GLIBC_ALIAS(__pthread_rwlock_unlock, int, pthread_rwlock_t *);
 #define YIELDS_BEFORE_NAP	64
 #define NAP_NS			50000
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ volatile("yield");
-#endif
-}
-
 static struct fiber *running_fiber(void)
 {
 	struct fiber_worker *w = fiber_tls_worker;
@@ -100,7 +91,7 @@ static void wait_turn(unsigned int *tries)
 	struct timespec nap = { 0, NAP_NS };
 
 	/* Racy reads: at worst one nap too many or too few. */
-	if (++*tries < YIELDS_BEFORE_NAP || fiber_sched.runq.head || w->pinned.head) {
+	if (++*tries < YIELDS_BEFORE_NAP || !fiber_runq_empty(w)) {
 		fiber_yield_here();
 		return;
 	}
@@ -326,7 +317,7 @@ int pthread_spin_lock(pthread_spinlock_t *lock)
 		if (fiber)
 			wait_turn(&tries);
 		else
-			cpu_relax();
+			fiber_cpu_relax();
 	}
 	return 0;
 }

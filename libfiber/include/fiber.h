@@ -126,6 +126,8 @@ struct fiber_worker_stats {
 	uint64_t ring_entries;
 	uint64_t io_ops;		/* I/O operations its fibers started */
 	uint64_t io_submits;		/* io_uring_enter() calls that submitted */
+	uint64_t steals;		/* fibers it took from other workers' queues */
+	uint64_t wakeups;		/* times another thread woke it to run work */
 };
 
 /* Statistics of one fiber. */

@@ -39,6 +39,18 @@ _Static_assert(UC_EXTRA + sizeof(struct extra_context) + 16 == UC_SVE, "frame.h"
 _Static_assert(UC_SVE + SVE_SIG_REGS_OFFSET == SVE_ZREGS, "frame.h");
 _Static_assert(UC_SVE + SVE_SIG_CONTEXT_SIZE(FIBER_SVE_VQ_MAX) + 16 <= UPCALL_FRAME_SIZE, "frame.h");
 
+/*
+ * The CPU's free-running counter, the same on every CPU: orders fibers
+ * queued on different workers without a shared counter.
+ */
+static inline uint64_t fiber_arch_ticks(void)
+{
+	uint64_t v;
+
+	__asm__ volatile("mrs %0, cntvct_el0" : "=r"(v));
+	return v;
+}
+
 static inline uint64_t fiber_arch_uc_pc(const ucontext_t *uc)
 {
 	return uc->uc_mcontext.pc;

@@ -30,6 +30,15 @@ _Static_assert(offsetof(struct fiber_upcall_frame, pc) == UPCALL_FRAME_RIP,
 _Static_assert(sizeof(struct fiber_upcall_frame) == UPCALL_FRAME_SIZE,
 	       "frame.h and struct fiber_upcall_frame disagree");
 
+/*
+ * The CPU's free-running counter, the same on every CPU: orders fibers
+ * queued on different workers without a shared counter.
+ */
+static inline uint64_t fiber_arch_ticks(void)
+{
+	return __builtin_ia32_rdtsc();
+}
+
 static inline uint64_t fiber_arch_uc_pc(const ucontext_t *uc)
 {
 	return uc->uc_mcontext.gregs[REG_RIP];
