@@ -205,7 +205,8 @@ void fiber_yield(void);
 
 /*
  * Block the calling fiber for at least ns nanoseconds without holding its
- * worker. Outside a fiber it sleeps the thread. Returns 0.
+ * worker. Outside a fiber it sleeps the thread. Returns 0, or -ENOMEM
+ * when its worker's timer heap could not grow.
  */
 int fiber_sleep(uint64_t ns);
 
@@ -290,6 +291,77 @@ int fiber_poll(int fd, short events, int timeout_ms);
  * Returns 0, or -EPERM outside a fiber.
  */
 int fiber_set_deadline(uint64_t deadline_ns);
+
+/*
+ * Fiber locks. A fiber_mutex_t belongs to the fiber that took it, not to
+ * its thread: the holder may be preempted, and may resume on another
+ * worker if the program allows migration. A fiber that waits for one
+ * parks, and its worker runs other fibers; a thread that is not a fiber
+ * may use them too, and then blocks. The fields are libfiber's; use the
+ * initializers or the init functions. Neither needs destroying.
+ *
+ * Waiting is fair enough that no waiter is passed over more than once in
+ * a row: the oldest waiter is woken at each release and, if another fiber
+ * took the mutex first, is handed it at the next release.
+ */
+typedef struct fiber_mutex {
+	uint32_t state;
+	uint32_t guard;
+	void *owner;
+	void *head, *tail;
+} fiber_mutex_t;
+
+#define FIBER_MUTEX_INITIALIZER	{ 0, 0, NULL, NULL, NULL }
+
+typedef struct fiber_cond {
+	uint32_t guard;
+	void *head, *tail;
+} fiber_cond_t;
+
+#define FIBER_COND_INITIALIZER	{ 0, NULL, NULL }
+
+/* Make m a free mutex. Returns 0, or -EINVAL for NULL. */
+int fiber_mutex_init(fiber_mutex_t *m);
+
+/*
+ * Take m, waiting as long as another fiber or thread holds it. Returns 0,
+ * -EDEADLK when the caller holds it already, or -EINVAL for NULL.
+ */
+int fiber_mutex_lock(fiber_mutex_t *m);
+
+/* Take m if it is free. Returns 0, -EBUSY if it is held, or -EINVAL. */
+int fiber_mutex_trylock(fiber_mutex_t *m);
+
+/*
+ * Release m, waking its oldest waiter. Returns 0, -EPERM when the caller
+ * (the fiber, or the thread outside fibers) does not hold it, or -EINVAL.
+ */
+int fiber_mutex_unlock(fiber_mutex_t *m);
+
+/* Make c a condition nobody waits on. Returns 0, or -EINVAL for NULL. */
+int fiber_cond_init(fiber_cond_t *c);
+
+/*
+ * Release m, which the caller holds, wait until c is signalled, then
+ * take m again. Spurious wake-ups do not happen, but a signal may have
+ * been consumed by the time m is taken: check the predicate in a loop.
+ * Returns 0, -EPERM when the caller does not hold m, or -EINVAL.
+ */
+int fiber_cond_wait(fiber_cond_t *c, fiber_mutex_t *m);
+
+/*
+ * fiber_cond_wait() that gives up at deadline_ns (CLOCK_MONOTONIC,
+ * nanoseconds, as fiber_set_deadline() takes it; 0: none) and returns
+ * -ETIMEDOUT, with m held again. -ENOMEM: a fiber's timer could not be
+ * set (m is held again).
+ */
+int fiber_cond_timedwait(fiber_cond_t *c, fiber_mutex_t *m, uint64_t deadline_ns);
+
+/* Wake the oldest waiter of c, if any. Returns 0, or -EINVAL for NULL. */
+int fiber_cond_signal(fiber_cond_t *c);
+
+/* Wake every waiter of c. Returns 0, or -EINVAL for NULL. */
+int fiber_cond_broadcast(fiber_cond_t *c);
 
 #ifdef __cplusplus
 }

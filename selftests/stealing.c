@@ -1,0 +1,267 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The scheduler's queues under stress: fibers spawning fibers, yield
+ * storms, joins and spawns across workers and threads, timers. Every fiber
+ * runs to completion exactly once, never on two workers at once, and
+ * never changes worker after its first run unless migration is allowed.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "kselftest_harness.h"
+#include "fiber_test.h"
+
+#define TREE_DEPTH	11			/* 4095 fibers */
+#define TREE_NODES	((1 << (TREE_DEPTH + 1)) - 1)
+#define YIELDS		4
+
+struct node {
+	atomic_int entered;
+	atomic_int on_cpu;
+	int worker;
+};
+
+static struct node nodes[TREE_NODES];
+static atomic_int overlaps, moves, failures;
+
+/* One stretch of running: alone on this fiber, on the worker it expects. */
+static void run_stretch(struct node *n, bool first)
+{
+	int worker = fiber_worker_index();
+
+	if (atomic_exchange(&n->on_cpu, 1))
+		atomic_fetch_add(&overlaps, 1);
+	if (first)
+		n->worker = worker;
+	else if (n->worker != worker)
+		atomic_fetch_add(&moves, 1), n->worker = worker;
+	for (volatile int i = 0; i < 200; i++)
+		;
+	atomic_store(&n->on_cpu, 0);
+}
+
+static void *tree_fiber(void *arg)
+{
+	long id = (long)arg;
+	struct node *n = &nodes[id];
+	fiber_t *kids[2];
+	int i, k = 0;
+
+	if (atomic_fetch_add(&n->entered, 1))
+		atomic_fetch_add(&overlaps, 1);
+	run_stretch(n, true);
+	for (i = 1; i <= 2; i++)
+		if (2 * id + i < TREE_NODES && !fiber_spawn(&kids[k], tree_fiber, (void *)(2 * id + i)))
+			k++;
+		else if (2 * id + i < TREE_NODES)
+			atomic_fetch_add(&failures, 1);
+	for (i = 0; i < YIELDS; i++) {
+		fiber_yield();
+		run_stretch(n, false);
+	}
+	while (k--)
+		if (fiber_join(kids[k], NULL))
+			atomic_fetch_add(&failures, 1);
+	run_stretch(n, false);
+	return NULL;
+}
+
+static void reset(void)
+{
+	memset(nodes, 0, sizeof(nodes));
+	atomic_store(&overlaps, 0);
+	atomic_store(&moves, 0);
+	atomic_store(&failures, 0);
+}
+
+static void run_tree(struct __test_metadata *_metadata, unsigned int flags)
+{
+	struct fiber_config cfg = { .workers = 2, .mode = FIBER_PREEMPT_OFF, .flags = flags };
+	fiber_t *root;
+	int i;
+
+	reset();
+	ASSERT_EQ(0, fiber_sched_start(&cfg));
+	ASSERT_EQ(0, fiber_spawn(&root, tree_fiber, (void *)0L));
+	ASSERT_EQ(0, fiber_join(root, NULL));
+	TH_LOG("%lu fibers stolen, %lu switches, %d moves after the first run",
+	       (unsigned long)FIBER_STAT_SUM(steals), (unsigned long)FIBER_STAT_SUM(switches),
+	       atomic_load(&moves));
+	/* The second worker got work only by stealing it. */
+	ASSERT_LT(0, FIBER_STAT_SUM(steals));
+	ASSERT_EQ(0, fiber_sched_stop());
+	ASSERT_EQ(0, atomic_load(&failures));
+	ASSERT_EQ(0, atomic_load(&overlaps));
+	for (i = 0; i < TREE_NODES; i++)
+		ASSERT_EQ(1, atomic_load(&nodes[i].entered)) TH_LOG("fiber %d", i);
+}
+
+/*
+ * A binary tree of 4095 fibers, each spawning its two children, yielding,
+ * then joining them, on 2 workers: idle workers steal spawned fibers, but
+ * a fiber that has run stays on its worker.
+ */
+TEST(spawn_tree_pinned)
+{
+	run_tree(_metadata, 0);
+	ASSERT_EQ(0, atomic_load(&moves));
+}
+
+/* The same with FIBER_MIGRATE: fibers move, still never two places at once. */
+TEST(spawn_tree_migrating)
+{
+	run_tree(_metadata, FIBER_MIGRATE);
+	ASSERT_LT(0, atomic_load(&moves));
+}
+
+#define STORM_FIBERS	64
+#define STORM_YIELDS	2000
+
+static void *storm_fiber(void *arg)
+{
+	struct node *n = arg;
+	int i;
+
+	atomic_fetch_add(&n->entered, 1);
+	run_stretch(n, true);
+	for (i = 0; i < STORM_YIELDS; i++) {
+		fiber_yield();
+		run_stretch(n, false);
+	}
+	return NULL;
+}
+
+/*
+ * 64 fibers yielding 2000 times each on 2 workers, migrating, preempted
+ * by signals with 100 us slices on top.
+ */
+TEST(yield_storm_migrating)
+{
+	struct fiber_config cfg = { .workers = 2, .mode = FIBER_PREEMPT_SIGNAL, .slice_ns = 100000,
+				    .flags = FIBER_MIGRATE_PREEMPTED };
+	fiber_t *f[STORM_FIBERS];
+	int i;
+
+	reset();
+	ASSERT_EQ(0, fiber_sched_start(&cfg));
+	for (i = 0; i < STORM_FIBERS; i++)
+		ASSERT_EQ(0, fiber_spawn(&f[i], storm_fiber, &nodes[i]));
+	for (i = 0; i < STORM_FIBERS; i++)
+		ASSERT_EQ(0, fiber_join(f[i], NULL));
+	ASSERT_EQ(0, fiber_sched_stop());
+	TH_LOG("%d moves", atomic_load(&moves));
+	ASSERT_EQ(0, atomic_load(&overlaps));
+	ASSERT_LT(0, atomic_load(&moves));
+	for (i = 0; i < STORM_FIBERS; i++)
+		ASSERT_EQ(1, atomic_load(&nodes[i].entered));
+}
+
+#define SPAWNER_THREADS	4
+#define SPAWNS		500
+
+static void *counted(void *arg)
+{
+	atomic_fetch_add(&((struct node *)arg)->entered, 1);
+	fiber_yield();
+	return NULL;
+}
+
+static void *spawner_thread(void *arg)
+{
+	struct node *base = arg;
+	fiber_t *f[SPAWNS];
+	int i;
+
+	for (i = 0; i < SPAWNS; i++)
+		if (fiber_spawn(&f[i], counted, &base[i]))
+			atomic_fetch_add(&failures, 1), f[i] = NULL;
+	for (i = 0; i < SPAWNS; i++)
+		if (f[i] && fiber_join(f[i], NULL))
+			atomic_fetch_add(&failures, 1);
+	return NULL;
+}
+
+/*
+ * 4 threads spawning and joining 500 fibers each at once, through the
+ * global queue, onto 2 workers that sleep and are woken in between.
+ */
+TEST(spawns_from_threads)
+{
+	struct fiber_config cfg = { .workers = 2, .mode = FIBER_PREEMPT_OFF };
+	pthread_t t[SPAWNER_THREADS];
+	int i;
+
+	reset();
+	ASSERT_EQ(0, fiber_sched_start(&cfg));
+	for (i = 0; i < SPAWNER_THREADS; i++)
+		ASSERT_EQ(0, pthread_create(&t[i], NULL, spawner_thread, &nodes[i * SPAWNS]));
+	for (i = 0; i < SPAWNER_THREADS; i++)
+		ASSERT_EQ(0, pthread_join(t[i], NULL));
+	ASSERT_EQ(0, fiber_sched_stop());
+	ASSERT_EQ(0, atomic_load(&failures));
+	for (i = 0; i < SPAWNER_THREADS * SPAWNS; i++)
+		ASSERT_EQ(1, atomic_load(&nodes[i].entered)) TH_LOG("fiber %d", i);
+}
+
+#define SLEEPERS	200
+#define SLEEP_STEP_NS	300000
+
+struct sleeper {
+	uint64_t start, deadline, woke;
+	int order;
+};
+
+static atomic_int wake_order;
+
+static void *timed_sleeper(void *arg)
+{
+	struct sleeper *s = arg;
+
+	fiber_sleep(s->deadline - test_now_ns());
+	s->woke = test_now_ns();
+	s->order = atomic_fetch_add(&wake_order, 1);
+	return NULL;
+}
+
+/*
+ * 200 fibers on one worker sleep until deadlines 0.3 ms apart, in a
+ * shuffled order: none wakes early, and they wake in deadline order (the
+ * worker's timer heap).
+ */
+TEST(timers_in_deadline_order)
+{
+	struct fiber_config cfg = { .workers = 1, .mode = FIBER_PREEMPT_OFF };
+	static struct sleeper s[SLEEPERS];
+	fiber_t *f[SLEEPERS];
+	uint64_t seed = 88172645463325252ULL, start;
+	int i;
+
+	atomic_store(&wake_order, 0);
+	ASSERT_EQ(0, fiber_sched_start(&cfg));
+	start = test_now_ns() + 100000000;	/* all asleep by then */
+	for (i = 0; i < SLEEPERS; i++)
+		s[i].deadline = start + (uint64_t)i * SLEEP_STEP_NS;
+	for (i = SLEEPERS - 1; i > 0; i--) {
+		int j = test_rand(&seed) % (i + 1);
+		uint64_t d = s[i].deadline;
+
+		s[i].deadline = s[j].deadline;
+		s[j].deadline = d;
+	}
+	for (i = 0; i < SLEEPERS; i++)
+		ASSERT_EQ(0, fiber_spawn(&f[i], timed_sleeper, &s[i]));
+	for (i = 0; i < SLEEPERS; i++)
+		ASSERT_EQ(0, fiber_join(f[i], NULL));
+	ASSERT_EQ(0, fiber_sched_stop());
+	for (i = 0; i < SLEEPERS; i++) {
+		int j, earlier = 0;
+
+		ASSERT_LE(s[i].deadline, s[i].woke);
+		for (j = 0; j < SLEEPERS; j++)
+			earlier += s[j].deadline < s[i].deadline;
+		ASSERT_EQ(earlier, s[i].order) TH_LOG("sleeper %d", i);
+	}
+}
+
+TEST_HARNESS_MAIN
