@@ -210,7 +210,7 @@ comma := ,
 
 # ---- benchmarks -------------------------------------------------------------
 
-BENCHES := switch preempt unwind locks slices $(if $(filter aarch64,$(TARGET)),sigreturn)
+BENCHES := switch sched preempt unwind locks slices $(if $(filter aarch64,$(TARGET)),sigreturn)
 BENCH_BINS := $(addprefix $(O)/bench/,$(BENCHES))
 BENCH_VM_RUN := preempt,cost unwind slices preempt,slices $(if $(filter aarch64,$(TARGET)),sigreturn preempt,sve)
 

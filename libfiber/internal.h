@@ -137,6 +137,9 @@ struct fiber_worker {
 	unsigned int pass_left;		/* picks until the ring is submitted */
 	struct fiber **timers;		/* min-heap of timed waits, by wake_ns */
 	unsigned int nr_timers, timers_cap;
+	struct fiber *cache;		/* joined fibers, stacks kept for reuse */
+	unsigned int nr_cached;
+	long live;			/* see fiber_sched.live_outside */
 	uint64_t switches;
 	uint64_t steals;		/* fibers taken from other workers */
 	uint64_t wakeups;		/* wake-ups sent to it while it slept */
@@ -179,10 +182,16 @@ struct fiber_sched {
 	bool stopping;			/* workers exit once no fiber is live */
 	bool fork_handlers;		/* pthread_atfork() done */
 	unsigned int started_workers;
-	unsigned int live;		/* fibers spawned, not returned (atomic) */
-	unsigned int nr_idle;		/* workers waiting for work (atomic) */
+	/*
+	 * Fibers spawned and not returned: those spawned by other threads,
+	 * plus each worker's count (spawned by its fibers, less those that
+	 * returned there), so spawns and returns share no cache line.
+	 */
+	long live_outside;
+	/* Written as workers go idle: a line of its own, away from state. */
+	unsigned int nr_idle __attribute__((aligned(64)));	/* atomic */
 
-	/* Fibers spawned by threads other than workers; any worker takes them. */
+	/* Fibers spawned by threads other than workers, and migrating ones. */
 	struct {
 		uint32_t lock;
 		struct fiber_queue q;

@@ -19,9 +19,10 @@
  * as one FIFO; the global lock is taken only while that queue is not
  * empty.
  *
- * runnext: a fiber woken by the fiber running on the same worker (a lock
- * handed over, a join) runs next, as Go's runnext does, so a wake-up
- * costs no trip through the queue; a streak of RUNNEXT_MAX such picks
+ * runnext: a fiber spawned or woken by the fiber running on the same
+ * worker (a lock handed over, a join) runs next, as Go's runnext does, so
+ * a wake-up costs no trip through the queue and no thief takes a fiber
+ * its spawner is about to wait for; a streak of RUNNEXT_MAX such picks
  * lets the queue's head go first, so two fibers waking each other cannot
  * starve the rest.
  *
@@ -358,7 +359,7 @@ struct fiber *fiber_runq_pick(struct fiber_worker *w)
 	struct fiber *f;
 
 	w->ticks++;
-	if (w->runnext && (w->runnext_streak < RUNNEXT_MAX || !queues_empty(w))) {
+	if (w->runnext && (w->runnext_streak < RUNNEXT_MAX || queues_empty(w))) {
 		f = w->runnext;
 		w->runnext = NULL;
 		w->runnext_streak++;
@@ -398,8 +399,8 @@ bool fiber_runq_idle(struct fiber_worker *w, uint64_t deadline)
 {
 	uint32_t seen = __atomic_load_n(&w->rq.futex, __ATOMIC_ACQUIRE);
 
-	if (__atomic_load_n(&fiber_sched.stopping, __ATOMIC_ACQUIRE) &&
-	    !__atomic_load_n(&fiber_sched.live, __ATOMIC_ACQUIRE))
+	/* Set once no fiber is left. */
+	if (__atomic_load_n(&fiber_sched.stopping, __ATOMIC_ACQUIRE))
 		return false;
 	fiber_spin_lock(&w->rq.lock);
 	if (w->rq.len) {

@@ -244,10 +244,82 @@ bool fiber_park_until(struct fiber_worker *w, uint64_t deadline_ns, uint32_t *un
 	return true;
 }
 
-static void free_fiber(struct fiber *f)
+/*
+ * Joined fibers, stacks included, are kept for the next spawns: mapping
+ * and unmapping a stack per fiber takes the process's mmap lock and, with
+ * several workers, shoots down the other CPUs' TLBs. A fiber joined by a
+ * fiber goes to that worker's cache (no lock), others to a global one.
+ */
+#define FIBER_CACHE_MAX		64
+
+static struct {
+	uint32_t lock;
+	struct fiber *head;
+	unsigned int len;
+} fiber_cache;
+
+static void unmap_fiber(struct fiber *f)
 {
 	munmap(f->map, f->map_size);
 	free(f);
+}
+
+static void free_fiber(struct fiber *f)
+{
+	struct fiber_worker *w = fiber_tls_worker;
+
+	if (w && w->current && w->nr_cached < FIBER_CACHE_MAX) {
+		f->next = w->cache;
+		w->cache = f;
+		w->nr_cached++;
+		return;
+	}
+	fiber_spin_lock(&fiber_cache.lock);
+	if (fiber_cache.len < FIBER_CACHE_MAX) {
+		f->next = fiber_cache.head;
+		fiber_cache.head = f;
+		fiber_cache.len++;
+		f = NULL;
+	}
+	fiber_spin_unlock(&fiber_cache.lock);
+	if (f)
+		unmap_fiber(f);
+}
+
+/* A cached fiber whose stack has the size in use, or NULL. */
+static struct fiber *cached_fiber(size_t map_size)
+{
+	struct fiber_worker *w = fiber_tls_worker;
+	struct fiber *f = NULL;
+
+	if (w && w->current && w->cache) {
+		f = w->cache;
+		w->cache = f->next;
+		w->nr_cached--;
+	} else if (__atomic_load_n(&fiber_cache.len, __ATOMIC_RELAXED)) {
+		fiber_spin_lock(&fiber_cache.lock);
+		f = fiber_cache.head;
+		if (f) {
+			fiber_cache.head = f->next;
+			fiber_cache.len--;
+		}
+		fiber_spin_unlock(&fiber_cache.lock);
+	}
+	if (f && f->map_size != map_size) {
+		unmap_fiber(f);
+		f = NULL;
+	}
+	return f;
+}
+
+static void drain_cache(struct fiber **head)
+{
+	while (*head) {
+		struct fiber *f = *head;
+
+		*head = f->next;
+		unmap_fiber(f);
+	}
 }
 
 static void broadcast_done(void)
@@ -257,18 +329,42 @@ static void broadcast_done(void)
 	sched_unlock();
 }
 
-/* f returned. After the exchange, f may be gone: its joiner frees it. */
-static void fiber_done(struct fiber *f)
+/*
+ * Counts a fiber in or out on the caller's worker, or in the count of
+ * other threads. The store and the read of the state that follows are
+ * ordered against fiber_sched_stop()'s store of the state and its reads
+ * of the counts, so either the stop sees the change or the caller sees
+ * the stop (and then wakes it).
+ */
+static void count_live(struct fiber_worker *w, long delta)
+{
+	if (w)
+		__atomic_store_n(&w->live, w->live + delta, __ATOMIC_SEQ_CST);
+	else
+		__atomic_fetch_add(&fiber_sched.live_outside, delta, __ATOMIC_SEQ_CST);
+}
+
+static long live_fibers(void)
+{
+	long n = __atomic_load_n(&fiber_sched.live_outside, __ATOMIC_SEQ_CST);
+	unsigned int i;
+
+	for (i = 0; i < fiber_sched.nr_workers; i++)
+		n += __atomic_load_n(&fiber_sched.workers[i].live, __ATOMIC_SEQ_CST);
+	return n;
+}
+
+/* f returned, on w. After the exchange, f may be gone: its joiner frees it. */
+static void fiber_done(struct fiber_worker *w, struct fiber *f)
 {
 	struct fiber *joiner;
-	bool last;
 
 	f->state = FIBER_DONE;
-	last = __atomic_sub_fetch(&fiber_sched.live, 1, __ATOMIC_ACQ_REL) == 0;
+	count_live(w, -1);
 	joiner = __atomic_exchange_n(&f->joiner, FIBER_JOIN_DONE, __ATOMIC_ACQ_REL);
 	if (joiner && joiner != FIBER_JOIN_THREAD)
 		fiber_wake(joiner);
-	if (joiner == FIBER_JOIN_THREAD || last)
+	if (joiner == FIBER_JOIN_THREAD || sched_state() == FIBER_SCHED_STOPPING)
 		broadcast_done();
 }
 
@@ -297,7 +393,7 @@ static void after_switch(struct fiber_worker *w, struct fiber *f)
 			fiber_wake(f);
 		break;
 	case FIBER_ACT_EXIT:
-		fiber_done(f);
+		fiber_done(w, f);
 		break;
 	}
 }
@@ -384,6 +480,7 @@ static void *worker_main(void *arg)
 	fiber_preempt_worker_stop(w);
 	fiber_io_worker_stop(w);
 	free(w->timers);
+	drain_cache(&w->cache);
 	fiber_tls_worker = NULL;
 	fiber_tls_ctl = NULL;
 	return NULL;
@@ -416,10 +513,16 @@ static void stop_workers(unsigned int n)
 static void reset_sched(void)
 {
 	fiber_preempt_teardown();
+	fiber_spin_lock(&fiber_cache.lock);
+	drain_cache(&fiber_cache.head);
+	fiber_cache.len = 0;
+	fiber_spin_unlock(&fiber_cache.lock);
 	sched_lock();
 	free(fiber_sched.workers);
 	fiber_sched.workers = NULL;
 	fiber_sched.nr_workers = 0;
+	/* Balanced by the workers' counts, which go with them. */
+	fiber_sched.live_outside = 0;
 	fiber_sched.started_workers = 0;
 	fiber_sched.stopping = false;
 	set_sched_state(FIBER_SCHED_STOPPED);
@@ -459,7 +562,7 @@ static void after_fork_child(void)
 	fiber_sched.nr_workers = 0;
 	fiber_sched.started_workers = 0;
 	fiber_sched.nr_idle = 0;
-	fiber_sched.live = 0;
+	fiber_sched.live_outside = 0;
 	memset(&fiber_sched.global, 0, sizeof(fiber_sched.global));
 	fiber_sched.stopping = false;
 	fiber_sched.monitor_running = false;
@@ -583,7 +686,7 @@ int fiber_sched_stop(void)
 		return err;
 	}
 	set_sched_state(FIBER_SCHED_STOPPING);
-	while (__atomic_load_n(&fiber_sched.live, __ATOMIC_ACQUIRE))
+	while (live_fibers())
 		pthread_cond_wait(&fiber_sched.done, &fiber_sched.lock);
 	sched_unlock();
 	stop_workers(fiber_sched.nr_workers);
@@ -613,29 +716,38 @@ static bool may_spawn(void)
 int fiber_spawn(fiber_t **fiber, void *(*fn)(void *), void *arg)
 {
 	long page = sysconf(_SC_PAGESIZE);
+	struct fiber_worker *w;
 	struct fiber *f;
 	size_t size, guard;
 
 	if (!fn || !fiber || !may_spawn())
 		return -EINVAL;
-	f = calloc(1, sizeof(*f));
-	if (!f)
-		return -ENOMEM;
 	guard = (STACK_GUARD_SIZE + page - 1) & ~(size_t)(page - 1);
 	size = fiber_sched.stack_size + guard;
-	f->map = mmap(NULL, size, PROT_READ | PROT_WRITE,
-		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
-	if (f->map == MAP_FAILED) {
-		free(f);
-		return -ENOMEM;
-	}
-	/* The guard: an overflow faults instead of corrupting memory. */
-	if (mprotect(f->map, guard, PROT_NONE)) {
-		int err = -errno;
+	f = cached_fiber(size);
+	if (f) {
+		void *map = f->map;
 
-		munmap(f->map, size);
-		free(f);
-		return err;
+		memset(f, 0, sizeof(*f));
+		f->map = map;
+	} else {
+		f = calloc(1, sizeof(*f));
+		if (!f)
+			return -ENOMEM;
+		f->map = mmap(NULL, size, PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
+		if (f->map == MAP_FAILED) {
+			free(f);
+			return -ENOMEM;
+		}
+		/* The guard: an overflow faults instead of corrupting memory. */
+		if (mprotect(f->map, guard, PROT_NONE)) {
+			int err = -errno;
+
+			munmap(f->map, size);
+			free(f);
+			return err;
+		}
 	}
 	f->map_size = size;
 	f->stack_lo = (uintptr_t)f->map + guard;
@@ -646,17 +758,24 @@ int fiber_spawn(fiber_t **fiber, void *(*fn)(void *), void *arg)
 	f->sp = fiber_arch_init_stack((char *)f->map + size, f);
 
 	f->timer_worker = -1;
-	__atomic_fetch_add(&fiber_sched.live, 1, __ATOMIC_SEQ_CST);
+	w = fiber_self() ? fiber_tls_worker : NULL;
+	count_live(w, 1);
 	if (!may_spawn()) {
-		if (!__atomic_sub_fetch(&fiber_sched.live, 1, __ATOMIC_ACQ_REL))
-			broadcast_done();
+		count_live(w, -1);
+		broadcast_done();
 		free_fiber(f);
 		return -EINVAL;
 	}
 	*fiber = f;
-	/* A fiber's spawn goes to its worker's shared queue, others' to the global one. */
-	if (fiber_self())
-		fiber_runq_push(fiber_tls_worker, f);
+	/*
+	 * A fiber's spawn runs next on its worker, as in Go: a spawner that
+	 * joins at once then runs it without a thief taking it meanwhile
+	 * (and both workers waking each other); the fiber it displaces there
+	 * goes to the shared queue, where idle workers steal. Other threads'
+	 * spawns go to the global queue.
+	 */
+	if (w)
+		fiber_wake(f);
 	else
 		fiber_global_push(f);
 	return 0;

@@ -2,8 +2,8 @@
 /*
  * Starting, stopping and forking race with nothing: statistics read while
  * the scheduler starts and stops, two threads stopping it at once,
- * spawns racing with a stop, and fork() from a fiber, whose child finds
- * the scheduler stopped and may start its own.
+ * spawns racing with a stop, restarts, and fork() from a fiber, whose
+ * child finds the scheduler stopped and may start its own.
  */
 #include "kselftest_harness.h"
 #include "fiber_test.h"
@@ -125,6 +125,41 @@ TEST(spawn_during_stop)
 	for (i = 0; i < atomic_load(&nr_spawned); i++)
 		ASSERT_EQ(0, fiber_join(spawned[i], NULL));
 	ASSERT_EQ(-EINVAL, fiber_spawn(&f, nap, NULL));
+}
+
+static void *spawn_one(void *arg)
+{
+	fiber_t *f;
+	void *ret = NULL;
+
+	if (fiber_spawn(&f, nap, NULL) || fiber_join(f, &ret))
+		return (void *)1L;
+	return ret;
+}
+
+/*
+ * Start and stop cycles in one process, with fibers spawned by the thread
+ * and by fibers: whatever the last cycle counted (fibers spawned on one
+ * worker and returned on another, by a thread and on a worker) must not
+ * keep the next stop waiting.
+ */
+TEST(restart_cycles)
+{
+	struct fiber_config cfg = { .workers = 2, .mode = FIBER_PREEMPT_OFF };
+	fiber_t *f[4];
+	void *ret;
+	int cycle, i;
+
+	for (cycle = 0; cycle < 20; cycle++) {
+		ASSERT_EQ(0, fiber_sched_start(&cfg));
+		for (i = 0; i < 4; i++)
+			ASSERT_EQ(0, fiber_spawn(&f[i], spawn_one, NULL));
+		for (i = 0; i < 4; i++) {
+			ASSERT_EQ(0, fiber_join(f[i], &ret));
+			ASSERT_EQ(NULL, ret);
+		}
+		ASSERT_EQ(0, fiber_sched_stop());
+	}
 }
 
 static void *child_work(void *arg)
