@@ -210,7 +210,7 @@ comma := ,
 
 # ---- benchmarks -------------------------------------------------------------
 
-BENCHES := switch sched preempt unwind locks slices $(if $(filter aarch64,$(TARGET)),sigreturn)
+BENCHES := switch sched io preempt unwind locks slices $(if $(filter aarch64,$(TARGET)),sigreturn)
 BENCH_BINS := $(addprefix $(O)/bench/,$(BENCHES))
 BENCH_VM_RUN := preempt,cost unwind slices preempt,slices $(if $(filter aarch64,$(TARGET)),sigreturn preempt,sve)
 
@@ -221,9 +221,12 @@ $(O)/bench/unwind: bench/unwind.c $(LIB_HDRS) $(LIBFIBER_A)
 	$(CC) $(CPPFLAGS) -I$(LIB_DIR) -I$(LIB_DIR)/arch/$(LIB_ARCH) $(CFLAGS) $(WARN) -o $@ $< \
 		$(LIBFIBER_A) $(LDFLAGS) -l:liburing.a -pthread -ldl
 $(O)/bench/sigreturn: bench/sigreturn_aarch64.S
+# bench/io drives a ring of its own too.
+BENCH_LIBS_io := $(LDFLAGS) -luring
 $(O)/bench/%: bench/%.c $(LIB_HDRS) $(LIBFIBER_SO)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -Iselftests $(CFLAGS) $(WARN) -o $@ $< $(filter %.S,$^) $(LINK_FIBER)
+	$(CC) $(CPPFLAGS) -Iselftests $(CFLAGS) $(WARN) -o $@ $< $(filter %.S,$^) $(LINK_FIBER) \
+		$(BENCH_LIBS_$(notdir $@))
 
 # User-space costs natively; preemption costs in the VM, where the module
 # runs (under TCG the ratios mean something, the absolute times do not).
@@ -232,6 +235,8 @@ bench:
 	@$(MAKE) --no-print-directory all
 	@echo "== $(TARGET) on this $$(uname -m) machine$(if $(RUN_TARGET), under qemu-user), $$(nproc) CPUs"
 	@$(RUN_TARGET) $(O)/bench/switch
+	@$(RUN_TARGET) $(O)/bench/sched
+	@$(RUN_TARGET) $(O)/bench/io
 	@$(RUN_TARGET) $(O)/bench/preempt cost
 	@$(RUN_TARGET) $(O)/bench/unwind
 	@$(RUN_TARGET) $(O)/bench/locks
