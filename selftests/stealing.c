@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "kselftest_harness.h"
 #include "fiber_test.h"
@@ -208,17 +209,29 @@ TEST(spawns_from_threads)
 #define SLEEP_STEP_NS	300000
 
 struct sleeper {
-	uint64_t start, deadline, woke;
+	uint64_t deadline, woke;
 	int order;
+	bool late;			/* its deadline had passed before it slept */
 };
 
-static atomic_int wake_order;
+static atomic_int wake_order, waiting;
+static fiber_mutex_t gate_lock = FIBER_MUTEX_INITIALIZER;
+static fiber_cond_t gate = FIBER_COND_INITIALIZER;
+static bool gate_open;
 
 static void *timed_sleeper(void *arg)
 {
 	struct sleeper *s = arg;
+	uint64_t now;
 
-	fiber_sleep(s->deadline - test_now_ns());
+	fiber_mutex_lock(&gate_lock);
+	atomic_fetch_add(&waiting, 1);
+	while (!gate_open)
+		fiber_cond_wait(&gate, &gate_lock);
+	fiber_mutex_unlock(&gate_lock);
+	now = test_now_ns();
+	s->late = now >= s->deadline;
+	fiber_sleep(s->late ? 0 : s->deadline - now);
 	s->woke = test_now_ns();
 	s->order = atomic_fetch_add(&wake_order, 1);
 	return NULL;
@@ -227,7 +240,8 @@ static void *timed_sleeper(void *arg)
 /*
  * 200 fibers on one worker sleep until deadlines 0.3 ms apart, in a
  * shuffled order: none wakes early, and they wake in deadline order (the
- * worker's timer heap).
+ * worker's timer heap). They wait at a gate first, so the deadlines start
+ * once all exist, however slow spawning is (emulated, it is).
  */
 TEST(timers_in_deadline_order)
 {
@@ -238,8 +252,16 @@ TEST(timers_in_deadline_order)
 	int i;
 
 	atomic_store(&wake_order, 0);
+	atomic_store(&waiting, 0);
+	gate_open = false;
 	ASSERT_EQ(0, fiber_sched_start(&cfg));
-	start = test_now_ns() + 100000000;	/* all asleep by then */
+	for (i = 0; i < SLEEPERS; i++)
+		ASSERT_EQ(0, fiber_spawn(&f[i], timed_sleeper, &s[i]));
+	while (atomic_load(&waiting) < SLEEPERS)
+		usleep(1000);
+	fiber_mutex_lock(&gate_lock);
+	/* Time for all 200 to run to their sleep before the first deadline. */
+	start = test_now_ns() + 100000000;
 	for (i = 0; i < SLEEPERS; i++)
 		s[i].deadline = start + (uint64_t)i * SLEEP_STEP_NS;
 	for (i = SLEEPERS - 1; i > 0; i--) {
@@ -249,14 +271,16 @@ TEST(timers_in_deadline_order)
 		s[i].deadline = s[j].deadline;
 		s[j].deadline = d;
 	}
-	for (i = 0; i < SLEEPERS; i++)
-		ASSERT_EQ(0, fiber_spawn(&f[i], timed_sleeper, &s[i]));
+	gate_open = true;
+	fiber_cond_broadcast(&gate);
+	fiber_mutex_unlock(&gate_lock);
 	for (i = 0; i < SLEEPERS; i++)
 		ASSERT_EQ(0, fiber_join(f[i], NULL));
 	ASSERT_EQ(0, fiber_sched_stop());
 	for (i = 0; i < SLEEPERS; i++) {
 		int j, earlier = 0;
 
+		ASSERT_FALSE(s[i].late) TH_LOG("sleeper %d ran only after its deadline", i);
 		ASSERT_LE(s[i].deadline, s[i].woke);
 		for (j = 0; j < SLEEPERS; j++)
 			earlier += s[j].deadline < s[i].deadline;
