@@ -40,6 +40,7 @@
 #include "internal.h"
 
 #define DEFAULT_RING_ENTRIES	256
+#define MIN_RING_ENTRIES	2	/* an operation and its linked timeout */
 #define MAX_RING_ENTRIES	32768
 
 /* user_data of CQEs no fiber waits for. */
@@ -52,6 +53,27 @@ struct io_request {
 	struct fiber *fiber;
 	int res;
 };
+
+/*
+ * user_data: the request's address, tagged with a count of the fiber's
+ * operations in the bits above user addresses (47 bits on x86_64, 48 on
+ * arm64). The request sits at the same stack address call after call,
+ * and a linked timeout that fires as its operation completes cancels by
+ * user_data (6.1's io_req_task_link_timeout()): untagged, that late
+ * cancellation could hit the fiber's next operation.
+ */
+#define IO_TAG_SHIFT		48
+#define IO_ADDR_MASK		((1ULL << IO_TAG_SHIFT) - 1)
+
+static uint64_t io_user_data(struct io_request *req, uint64_t seq)
+{
+	return (uint64_t)(uintptr_t)req | (seq << IO_TAG_SHIFT);
+}
+
+static struct io_request *io_request_of(uint64_t data)
+{
+	return (struct io_request *)(uintptr_t)(data & IO_ADDR_MASK);
+}
 
 /* A call in progress. */
 struct io_call {
@@ -104,7 +126,7 @@ unsigned int fiber_io_ring_entries(unsigned int requested)
 {
 	if (!requested)
 		return DEFAULT_RING_ENTRIES;
-	return requested <= MAX_RING_ENTRIES ? requested : 0;
+	return requested >= MIN_RING_ENTRIES && requested <= MAX_RING_ENTRIES ? requested : 0;
 }
 
 /* Submits what the worker's fibers queued. */
@@ -135,7 +157,7 @@ void fiber_io_poll(struct fiber_worker *w)
 		if (data == IO_DATA_WAKE) {
 			w->wake_armed = false;
 		} else if (data != IO_DATA_IGNORE && data != IO_DATA_MSG) {
-			struct io_request *req = (struct io_request *)(uintptr_t)data;
+			struct io_request *req = io_request_of(data);
 
 			req->res = cqe->res;
 			w->io_inflight--;
@@ -245,7 +267,7 @@ static long io_finish(struct io_call *c)
 
 	if (!c->sqe)
 		return c->own_timeout ? 0 : -ETIMEDOUT;
-	io_uring_sqe_set_data(c->sqe, &req);
+	io_uring_sqe_set_data64(c->sqe, io_user_data(&req, ++w->io_ops));
 	if (c->deadline) {
 		struct io_uring_sqe *t = io_uring_get_sqe(&w->ring);
 		uint64_t now = fiber_now_ns();
@@ -259,7 +281,6 @@ static long io_finish(struct io_call *c)
 		io_uring_sqe_set_data64(t, IO_DATA_IGNORE);
 	}
 	w->io_inflight++;
-	w->io_ops++;
 	fiber_park(w, NULL);
 	if (req.res == -ECANCELED && c->deadline)
 		return c->own_timeout ? 0 : -ETIMEDOUT;

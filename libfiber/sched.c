@@ -172,27 +172,30 @@ static void timers_expire(struct fiber_worker *w, uint64_t now)
 	}
 }
 
-/* Whether the fiber stopping now may resume on another worker. */
-static bool may_migrate(struct fiber *f, bool preempted)
-{
-	unsigned int need = preempted ? FIBER_MIGRATE_PREEMPTED : FIBER_MIGRATE;
+/* Where the fiber stops, which decides whether it may change worker. */
+enum fiber_stop {
+	STOP_CALL,		/* in a libfiber call: moves with FIBER_MIGRATE */
+	STOP_PREEMPTED,		/* at any instruction: FIBER_MIGRATE_PREEMPTED */
+	STOP_HERE,		/* inside state tied to this worker: never moves */
+};
 
-	return (fiber_sched.flags & need) && !f->preempt_off;
+/* Whether the fiber stopping now may resume on another worker. */
+static bool may_migrate(struct fiber *f, enum fiber_stop where)
+{
+	unsigned int need = where == STOP_PREEMPTED ? FIBER_MIGRATE_PREEMPTED : FIBER_MIGRATE;
+
+	return where != STOP_HERE && (fiber_sched.flags & need) && !f->preempt_off;
 }
 
-/*
- * Back to the worker's loop; returns when the fiber runs again. preempted:
- * the fiber stops at an arbitrary instruction of its own code, or inside a
- * call it does not know is libfiber's, not in a libfiber call.
- */
+/* Back to the worker's loop; returns when the fiber runs again. */
 static void switch_to_worker(struct fiber_worker *w, enum fiber_action action,
-			     bool preempted)
+			     enum fiber_stop where)
 {
 	struct fiber *f = w->current;
 
 	w->action = action;
 	f->preempt_off = w->ctl.preempt_off;
-	f->pinned = may_migrate(f, preempted) ? -1 : (int)w->index;
+	f->pinned = may_migrate(f, where) ? -1 : (int)w->index;
 	fiber_switch(&f->sp, w->sched_sp);
 }
 
@@ -203,20 +206,21 @@ static void switch_to_worker(struct fiber_worker *w, enum fiber_action action,
 void fiber_preempted(struct fiber_worker *w)
 {
 	w->current->stats.preemptions++;
-	switch_to_worker(w, FIBER_ACT_YIELD, true);
+	switch_to_worker(w, FIBER_ACT_YIELD, STOP_PREEMPTED);
 }
 
 /*
- * A yield that keeps the fiber on its worker: for waits inside calls the
- * program believes are plain libc ones (an interposed lock), across which
- * the compiler may keep thread-local addresses.
+ * A yield that keeps the fiber on its worker, whatever the program
+ * allows: for waits inside calls the program believes are plain libc ones
+ * (an interposed lock), across which the compiler may keep thread-local
+ * addresses, and for an I/O call waiting for room in its worker's ring.
  */
 void fiber_yield_here(void)
 {
 	struct fiber_worker *w = fiber_tls_worker;
 
 	if (w && w->current)
-		switch_to_worker(w, FIBER_ACT_YIELD, true);
+		switch_to_worker(w, FIBER_ACT_YIELD, STOP_HERE);
 }
 
 /*
@@ -227,7 +231,7 @@ void fiber_park(struct fiber_worker *w, uint32_t *unlock)
 {
 	w->current->state = FIBER_BLOCKED;
 	w->park_lock = unlock;
-	switch_to_worker(w, FIBER_ACT_BLOCK, false);
+	switch_to_worker(w, FIBER_ACT_BLOCK, STOP_CALL);
 }
 
 /*
@@ -495,7 +499,7 @@ void fiber_exit(struct fiber *f, void *ret)
 	if (!w)
 		exit(0);
 	f->ret = ret;
-	switch_to_worker(w, FIBER_ACT_EXIT, false);
+	switch_to_worker(w, FIBER_ACT_EXIT, STOP_CALL);
 	__builtin_unreachable();
 }
 
@@ -795,7 +799,7 @@ int fiber_join(fiber_t *f, void **ret)
 		/* The worker registers the join once this fiber is switched out. */
 		w->current->state = FIBER_BLOCKED;
 		w->join_target = f;
-		switch_to_worker(w, FIBER_ACT_JOIN, false);
+		switch_to_worker(w, FIBER_ACT_JOIN, STOP_CALL);
 	} else {
 		struct fiber *none = NULL;
 
@@ -826,7 +830,7 @@ void fiber_yield(void)
 	struct fiber_worker *w = fiber_tls_worker;
 
 	if (w && w->current)
-		switch_to_worker(w, FIBER_ACT_YIELD, false);
+		switch_to_worker(w, FIBER_ACT_YIELD, STOP_CALL);
 }
 
 int fiber_sleep(uint64_t ns)

@@ -13,6 +13,7 @@
 #include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -518,14 +519,136 @@ TEST(without_io_uring)
 	ASSERT_EQ(0, fiber_sched_stop());
 }
 
+struct small_ring_writer {
+	int fd;
+	int ok;
+};
+
+static void *small_ring_main(void *arg)
+{
+	struct small_ring_writer *sw = arg;
+	char c = 'x';
+	int i;
+
+	for (i = 0; i < 500; i++) {
+		fiber_set_deadline(i % 2 ? test_now_ns() + 1000000000 : 0);
+		sw->ok += fiber_write(sw->fd, &c, 1) == 1;
+	}
+	return NULL;
+}
+
+/*
+ * Sizes out of range are refused: 1 entry has no room for an operation
+ * and its linked timeout (calls waited for that room forever). 2 entries
+ * carry 8 fibers' writes with and without deadlines.
+ */
 TEST(ring_size_bounds)
 {
 	struct fiber_config cfg = { .mode = FIBER_PREEMPT_OFF, .ring_entries = 1 << 20 };
+	struct small_ring_writer sw[8];
+	fiber_t *f[8];
+	int i, devnull;
 
 	ASSERT_EQ(-EINVAL, fiber_sched_start(&cfg));
-	cfg.ring_entries = 8;
-	ASSERT_EQ(0, fiber_sched_start(&cfg));
+	cfg.ring_entries = 1;
+	ASSERT_EQ(-EINVAL, fiber_sched_start(&cfg));
+	cfg.ring_entries = 2;
+	START_WITH_RING(&cfg);
+	devnull = open("/dev/null", O_WRONLY);
+	ASSERT_LE(0, devnull);
+	for (i = 0; i < 8; i++) {
+		sw[i] = (struct small_ring_writer){ .fd = devnull };
+		ASSERT_EQ(0, fiber_spawn(&f[i], small_ring_main, &sw[i]));
+	}
+	for (i = 0; i < 8; i++) {
+		ASSERT_EQ(0, fiber_join(f[i], NULL));
+		ASSERT_EQ(500, sw[i].ok);
+	}
 	ASSERT_EQ(0, fiber_sched_stop());
+	close(devnull);
+}
+
+#define RACE_PAIRS	8
+#define RACE_RECORDS	4000
+
+static int race_pipe[RACE_PAIRS][2];
+static atomic_int race_bad, race_timeouts;
+
+static void *race_writer(void *arg)
+{
+	long k = (long)arg;
+	uint64_t seed = k + 1, v;
+
+	for (v = 0; v < RACE_RECORDS; v++) {
+		if (fiber_write(race_pipe[k][1], &v, sizeof(v)) != sizeof(v))
+			atomic_fetch_add(&race_bad, 1);
+		if (test_rand(&seed) % 4 == 0)
+			fiber_sleep(test_rand(&seed) % 20000);
+	}
+	return NULL;
+}
+
+/*
+ * Reads with a deadline of a few microseconds, which often fires just as
+ * the data arrives, alternate with reads without one: the latter never
+ * fail, and every record arrives once, in order.
+ */
+static void *race_reader(void *arg)
+{
+	long k = (long)arg;
+	uint64_t seed = 7 * k + 3, expect = 0, v;
+	ssize_t n;
+
+	while (expect < RACE_RECORDS) {
+		bool timed = test_rand(&seed) % 2;
+
+		fiber_set_deadline(timed ? test_now_ns() + test_rand(&seed) % 30000 : 0);
+		n = fiber_read(race_pipe[k][0], &v, sizeof(v));
+		if (n == -ETIMEDOUT && timed) {
+			atomic_fetch_add(&race_timeouts, 1);
+			continue;
+		}
+		/* Records are written whole: a pipe never splits 8 bytes. */
+		if (n != sizeof(v) || v != expect) {
+			atomic_fetch_add(&race_bad, 1);
+			break;
+		}
+		expect++;
+	}
+	return NULL;
+}
+
+/*
+ * A linked timeout that fires as its read completes cancels by user_data;
+ * a fiber's requests reuse one stack address, so without a per-operation
+ * tag the late cancellation hit the fiber's next read (-ECANCELED on a
+ * read with no deadline, about once in 5-20 runs of this with migration).
+ */
+TEST(late_timeout_spares_next_call)
+{
+	struct fiber_config cfg = { .workers = 2, .mode = FIBER_PREEMPT_SIGNAL,
+				    .slice_ns = 100000, .flags = FIBER_MIGRATE_PREEMPTED };
+	fiber_t *r[RACE_PAIRS], *w[RACE_PAIRS];
+	long k;
+
+	atomic_store(&race_bad, 0);
+	atomic_store(&race_timeouts, 0);
+	START_WITH_RING(&cfg);
+	for (k = 0; k < RACE_PAIRS; k++) {
+		ASSERT_EQ(0, pipe(race_pipe[k]));
+		ASSERT_EQ(0, fiber_spawn(&r[k], race_reader, (void *)k));
+		ASSERT_EQ(0, fiber_spawn(&w[k], race_writer, (void *)k));
+	}
+	for (k = 0; k < RACE_PAIRS; k++) {
+		ASSERT_EQ(0, fiber_join(w[k], NULL));
+		ASSERT_EQ(0, fiber_join(r[k], NULL));
+		close(race_pipe[k][0]);
+		close(race_pipe[k][1]);
+	}
+	ASSERT_EQ(0, fiber_sched_stop());
+	TH_LOG("%d reads timed out", atomic_load(&race_timeouts));
+	ASSERT_EQ(0, atomic_load(&race_bad));
+	ASSERT_LT(0, atomic_load(&race_timeouts));
 }
 
 TEST_HARNESS_MAIN

@@ -94,7 +94,7 @@ struct fiber_config {
 	uint64_t slice_ns;		/* 0 means 1 ms; at least 10 us (kmod), ~100 us (signal) */
 	size_t stack_size;		/* per fiber; 0 means 256 KiB; upcalls need 12 KiB free (arm64) */
 	unsigned int flags;		/* FIBER_MIGRATE* */
-	unsigned int ring_entries;	/* io_uring SQ size per worker; 0 means 256, at most 32768 */
+	unsigned int ring_entries;	/* io_uring SQ size per worker; 0 means 256; 2 to 32768 */
 };
 
 /* Statistics of one worker, since the scheduler started. */
