@@ -411,6 +411,8 @@ bool fiber_runq_idle(struct fiber_worker *w, uint64_t deadline)
 	w->rq.woken = false;
 	fiber_spin_unlock(&w->rq.lock);
 	__atomic_fetch_add(&fiber_sched.nr_idle, 1, __ATOMIC_SEQ_CST);
+	/* Store, then load: wake_idle() does the converse behind its fence. */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 
 	if (!work_elsewhere(w) && !__atomic_load_n(&fiber_sched.stopping, __ATOMIC_ACQUIRE)) {
 		if (w->has_ring)

@@ -570,21 +570,26 @@ TEST(ring_size_bounds)
 
 #define RACE_PAIRS	8
 #define RACE_RECORDS	4000
+#define RACE_NS		3000000000ULL	/* emulated, fewer records */
 
 static int race_pipe[RACE_PAIRS][2];
+static uint64_t race_written[RACE_PAIRS], race_read[RACE_PAIRS], race_end;
 static atomic_int race_bad, race_timeouts;
 
+/* Writes numbered records, then closes its end: the reader sees EOF. */
 static void *race_writer(void *arg)
 {
 	long k = (long)arg;
 	uint64_t seed = k + 1, v;
 
-	for (v = 0; v < RACE_RECORDS; v++) {
+	for (v = 0; v < RACE_RECORDS && test_now_ns() < race_end; v++) {
 		if (fiber_write(race_pipe[k][1], &v, sizeof(v)) != sizeof(v))
 			atomic_fetch_add(&race_bad, 1);
 		if (test_rand(&seed) % 4 == 0)
 			fiber_sleep(test_rand(&seed) % 20000);
 	}
+	race_written[k] = v;
+	close(race_pipe[k][1]);
 	return NULL;
 }
 
@@ -599,7 +604,7 @@ static void *race_reader(void *arg)
 	uint64_t seed = 7 * k + 3, expect = 0, v;
 	ssize_t n;
 
-	while (expect < RACE_RECORDS) {
+	for (;;) {
 		bool timed = test_rand(&seed) % 2;
 
 		fiber_set_deadline(timed ? test_now_ns() + test_rand(&seed) % 30000 : 0);
@@ -608,6 +613,8 @@ static void *race_reader(void *arg)
 			atomic_fetch_add(&race_timeouts, 1);
 			continue;
 		}
+		if (n == 0)
+			break;
 		/* Records are written whole: a pipe never splits 8 bytes. */
 		if (n != sizeof(v) || v != expect) {
 			atomic_fetch_add(&race_bad, 1);
@@ -615,6 +622,7 @@ static void *race_reader(void *arg)
 		}
 		expect++;
 	}
+	race_read[k] = expect;
 	return NULL;
 }
 
@@ -624,7 +632,7 @@ static void *race_reader(void *arg)
  * tag the late cancellation hit the fiber's next read (-ECANCELED on a
  * read with no deadline, about once in 5-20 runs of this with migration).
  */
-TEST(late_timeout_spares_next_call)
+TEST_F_TIMEOUT(many, late_timeout_spares_next_call, 120)
 {
 	struct fiber_config cfg = { .workers = 2, .mode = FIBER_PREEMPT_SIGNAL,
 				    .slice_ns = 100000, .flags = FIBER_MIGRATE_PREEMPTED };
@@ -633,6 +641,7 @@ TEST(late_timeout_spares_next_call)
 
 	atomic_store(&race_bad, 0);
 	atomic_store(&race_timeouts, 0);
+	race_end = test_now_ns() + RACE_NS;
 	START_WITH_RING(&cfg);
 	for (k = 0; k < RACE_PAIRS; k++) {
 		ASSERT_EQ(0, pipe(race_pipe[k]));
@@ -643,11 +652,13 @@ TEST(late_timeout_spares_next_call)
 		ASSERT_EQ(0, fiber_join(w[k], NULL));
 		ASSERT_EQ(0, fiber_join(r[k], NULL));
 		close(race_pipe[k][0]);
-		close(race_pipe[k][1]);
 	}
 	ASSERT_EQ(0, fiber_sched_stop());
-	TH_LOG("%d reads timed out", atomic_load(&race_timeouts));
+	TH_LOG("%d reads timed out, %lu records on pair 0", atomic_load(&race_timeouts),
+	       (unsigned long)race_written[0]);
 	ASSERT_EQ(0, atomic_load(&race_bad));
+	for (k = 0; k < RACE_PAIRS; k++)
+		ASSERT_EQ(race_written[k], race_read[k]);
 	ASSERT_LT(0, atomic_load(&race_timeouts));
 }
 
