@@ -156,7 +156,6 @@ struct fiber_worker {
 	struct io_uring ring;
 	bool has_ring;			/* false: I/O calls are plain system calls */
 	unsigned int ring_entries;
-	unsigned int io_inflight;	/* operations submitted or queued, not reaped */
 	uint64_t io_ops;
 	uint64_t io_submits;
 	int wake_fd;			/* eventfd another thread writes to wake it */

@@ -160,7 +160,6 @@ void fiber_io_poll(struct fiber_worker *w)
 			struct io_request *req = io_request_of(data);
 
 			req->res = cqe->res;
-			w->io_inflight--;
 			fiber_runq_push(w, req->fiber);
 		}
 		io_uring_cqe_seen(&w->ring, cqe);
@@ -280,7 +279,6 @@ static long io_finish(struct io_call *c)
 		io_uring_prep_link_timeout(t, &ts, 0);
 		io_uring_sqe_set_data64(t, IO_DATA_IGNORE);
 	}
-	w->io_inflight++;
 	fiber_park(w, NULL);
 	if (req.res == -ECANCELED && c->deadline)
 		return c->own_timeout ? 0 : -ETIMEDOUT;
