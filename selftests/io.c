@@ -70,6 +70,67 @@ TEST(read_parks_only_the_fiber)
 	close(p[1]);
 }
 
+struct busy_worker {
+	int fd;
+	atomic_bool done;
+	ssize_t ret;
+};
+
+static void *busy_yielder(void *arg)
+{
+	struct busy_worker *b = arg;
+
+	while (!atomic_load(&b->done))
+		fiber_yield();
+	return NULL;
+}
+
+static void *busy_reader(void *arg)
+{
+	struct busy_worker *b = arg;
+	char c;
+
+	b->ret = fiber_recv(b->fd, &c, 1, 0);
+	atomic_store(&b->done, true);
+	return NULL;
+}
+
+/*
+ * Its worker never goes idle (two fibers yield to each other until the
+ * reader has its byte), so the completion reaches the reader only if the
+ * worker reaps its ring between fibers, not just when it has nothing to
+ * run: what a server needs while some of its fibers compute.
+ */
+TEST(completion_reaches_busy_worker)
+{
+	struct busy_worker b = { 0 };
+	fiber_t *f[3];
+	int sv[2], i;
+
+	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+	START_WITH_RING(&one_worker);
+	b.fd = sv[0];
+	ASSERT_EQ(0, fiber_spawn(&f[0], busy_reader, &b));
+	ASSERT_EQ(0, fiber_spawn(&f[1], busy_yielder, &b));
+	ASSERT_EQ(0, fiber_spawn(&f[2], busy_yielder, &b));
+	fiber_sleep(20000000);
+	ASSERT_EQ(1, write(sv[1], "x", 1));
+	for (i = 0; i < 200 && !atomic_load(&b.done); i++)
+		fiber_sleep(10000000);
+	EXPECT_TRUE(atomic_load(&b.done)) TH_LOG("the reader still waits 2 s after its byte came");
+	if (!atomic_load(&b.done)) {
+		/* Let the yielders end; the reader is dropped with the process. */
+		atomic_store(&b.done, true);
+		return;
+	}
+	for (i = 0; i < 3; i++)
+		ASSERT_EQ(0, fiber_join(f[i], NULL));
+	EXPECT_EQ(1, b.ret);
+	ASSERT_EQ(0, fiber_sched_stop());
+	close(sv[0]);
+	close(sv[1]);
+}
+
 struct duo {
 	int fd[2];
 	int step;
