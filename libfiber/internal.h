@@ -87,7 +87,7 @@ struct fiber {
 	sigset_t sigmask;		/* the fiber's signal mask, if own_sigmask */
 	struct fiber *next;		/* run queue link */
 	uint64_t ticket;		/* when it was queued: FIFO across a worker's queues */
-	/* Who waits in fiber_join(): a fiber, FIBER_JOIN_THREAD or _DONE. */
+	/* Who waits in fiber_join(): a fiber, FIBER_JOIN_THREAD, _DETACHED or _DONE. */
 	struct fiber *joiner;
 	uint64_t wake_ns;		/* timed wait's end, CLOCK_MONOTONIC */
 	uint64_t deadline;		/* fiber_set_deadline(): bounds its I/O calls */
@@ -96,6 +96,7 @@ struct fiber {
 
 #define FIBER_JOIN_THREAD	((struct fiber *)1)	/* a thread waits on sched.done */
 #define FIBER_JOIN_DONE		((struct fiber *)2)	/* the fiber has returned */
+#define FIBER_JOIN_DETACHED	((struct fiber *)3)	/* freed as it returns */
 
 struct fiber_queue {
 	struct fiber *head;

@@ -251,8 +251,9 @@ bool fiber_park_until(struct fiber_worker *w, uint64_t deadline_ns, uint32_t *un
 /*
  * Joined fibers, stacks included, are kept for the next spawns: mapping
  * and unmapping a stack per fiber takes the process's mmap lock and, with
- * several workers, shoots down the other CPUs' TLBs. A fiber joined by a
- * fiber goes to that worker's cache (no lock), others to a global one.
+ * several workers, shoots down the other CPUs' TLBs. A fiber released on
+ * a worker (joined by a fiber, or detached) goes to that worker's cache
+ * (no lock), others to a global one.
  */
 #define FIBER_CACHE_MAX		64
 
@@ -272,7 +273,7 @@ static void free_fiber(struct fiber *f)
 {
 	struct fiber_worker *w = fiber_tls_worker;
 
-	if (w && w->current && w->nr_cached < FIBER_CACHE_MAX) {
+	if (w && w->nr_cached < FIBER_CACHE_MAX) {
 		f->next = w->cache;
 		w->cache = f;
 		w->nr_cached++;
@@ -358,7 +359,10 @@ static long live_fibers(void)
 	return n;
 }
 
-/* f returned, on w. After the exchange, f may be gone: its joiner frees it. */
+/*
+ * f returned, on w. After the exchange, f may be gone: its joiner frees
+ * it, or this worker does when it was detached.
+ */
 static void fiber_done(struct fiber_worker *w, struct fiber *f)
 {
 	struct fiber *joiner;
@@ -366,7 +370,9 @@ static void fiber_done(struct fiber_worker *w, struct fiber *f)
 	f->state = FIBER_DONE;
 	count_live(w, -1);
 	joiner = __atomic_exchange_n(&f->joiner, FIBER_JOIN_DONE, __ATOMIC_ACQ_REL);
-	if (joiner && joiner != FIBER_JOIN_THREAD)
+	if (joiner == FIBER_JOIN_DETACHED)
+		free_fiber(f);
+	else if (joiner && joiner != FIBER_JOIN_THREAD)
 		fiber_wake(joiner);
 	if (joiner == FIBER_JOIN_THREAD || sched_state() == FIBER_SCHED_STOPPING)
 		broadcast_done();
@@ -814,6 +820,19 @@ int fiber_join(fiber_t *f, void **ret)
 	if (ret)
 		*ret = f->ret;
 	free_fiber(f);
+	return 0;
+}
+
+int fiber_detach(fiber_t *f)
+{
+	struct fiber *none = NULL;
+
+	if (!f)
+		return -EINVAL;
+	/* Fails only when f has returned already: nobody else will free it. */
+	if (!__atomic_compare_exchange_n(&f->joiner, &none, FIBER_JOIN_DETACHED, false,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		free_fiber(f);
 	return 0;
 }
 

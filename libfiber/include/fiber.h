@@ -179,10 +179,10 @@ int fiber_preempt_mode_parse(const char *name);
 
 /*
  * Create a fiber running fn(arg) and make it runnable. On success stores
- * the fiber in *fiber (which must be passed to fiber_join() exactly once)
- * and returns 0; returns -EINVAL if the scheduler is not running (or is
- * stopping and the caller is not a fiber), -ENOMEM or -EAGAIN if no stack
- * could be mapped.
+ * the fiber in *fiber (which must be passed exactly once to fiber_join()
+ * or fiber_detach()) and returns 0; returns -EINVAL if the scheduler is
+ * not running (or is stopping and the caller is not a fiber), -ENOMEM or
+ * -EAGAIN if no stack could be mapped.
  */
 int fiber_spawn(fiber_t **fiber, void *(*fn)(void *), void *arg);
 
@@ -195,8 +195,16 @@ int fiber_spawn(fiber_t **fiber, void *(*fn)(void *), void *arg);
 int fiber_join(fiber_t *fiber, void **ret);
 
 /*
+ * Let fiber be released as soon as it returns, instead of by
+ * fiber_join(): for fibers nobody waits for, such as a server's one per
+ * connection. fiber must not be used after this call. fiber_sched_stop()
+ * still waits for it. Returns 0, or -EINVAL for NULL.
+ */
+int fiber_detach(fiber_t *fiber);
+
+/*
  * Copy the statistics of fiber into *st. Valid from fiber_spawn() until
- * fiber_join() releases it. Returns 0, or -EINVAL for a NULL argument.
+ * fiber_join() or fiber_detach() releases it. Returns 0, or -EINVAL for a NULL argument.
  */
 int fiber_stats(fiber_t *fiber, struct fiber_stats *st);
 
