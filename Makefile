@@ -198,13 +198,16 @@ $(addprefix $(O)/selftests/,$(filter-out %_static unwind_insn cxa_guard,$(SELFTE
 
 # ---- examples ---------------------------------------------------------------
 
-EXAMPLES := fairness
+EXAMPLES := fairness httpd
 EXAMPLE_BINS := $(addprefix $(O)/examples/,$(EXAMPLES))
 
 examples: $(EXAMPLE_BINS)
+# The HTTP servers share their parser (examples/http.c).
+HTTP_SRCS := examples/http.c examples/http.h
+$(O)/examples/httpd: $(HTTP_SRCS)
 $(O)/examples/%: examples/%.c $(LIB_HDRS) $(LIBFIBER_SO)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< $(LINK_FIBER)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $(filter %.c,$^) $(LINK_FIBER)
 
 comma := ,
 
