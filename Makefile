@@ -139,7 +139,8 @@ LINK_FIBER := -L$(O)/lib -lfiber -Wl,-rpath,'$$ORIGIN/../lib' -pthread
 SELFTESTS_DEV := device register threads lifetime
 SELFTESTS_LIB := fibers fairness preempt_disable errno libc_safety libc_safety_static \
 		 safe_points own_malloc preempt_libs sigmask locks locks_static cxa_guard lifecycle slices \
-		 signal_handler rseq regs unwind unwind_insn io mutex stealing $(if $(filter aarch64,$(TARGET)),sve)
+		 signal_handler rseq regs unwind unwind_insn io mutex stealing server \
+		 $(if $(filter aarch64,$(TARGET)),sve)
 SELFTESTS_AFTER := unloaded
 SELFTESTS_VM := $(SELFTESTS_DEV) $(SELFTESTS_LIB)
 SELFTEST_BINS := $(addprefix $(O)/selftests/,$(SELFTESTS_VM) $(SELFTESTS_AFTER))
@@ -157,6 +158,8 @@ $(addprefix $(O)/selftests/,$(SELFTESTS_DEV) $(SELFTESTS_AFTER)): $(O)/selftests
 $(O)/selftests/regs: selftests/regs_$(LIB_ARCH).S
 $(O)/selftests/rseq: selftests/rseq_$(LIB_ARCH).S
 $(O)/selftests/sve: selftests/sve_$(LIB_ARCH).S
+# It runs examples/httpd, found beside it or in ../examples.
+$(O)/selftests/server: $(O)/examples/httpd
 # It defines fiber_upcall_inject for libfiber and walks with libgcc's unwinder.
 $(O)/selftests/unwind: KSFT_LDLIBS := -rdynamic -lgcc_s
 # libfiber linked into the program itself: its own code must still be
@@ -213,7 +216,8 @@ comma := ,
 
 # ---- benchmarks -------------------------------------------------------------
 
-BENCHES := switch sched io preempt unwind locks slices $(if $(filter aarch64,$(TARGET)),sigreturn)
+BENCHES := switch sched io preempt unwind locks slices uring_plain loadgen \
+	   $(if $(filter aarch64,$(TARGET)),sigreturn)
 BENCH_BINS := $(addprefix $(O)/bench/,$(BENCHES))
 BENCH_VM_RUN := preempt,cost unwind slices preempt,slices $(if $(filter aarch64,$(TARGET)),sigreturn preempt,sve)
 
@@ -224,6 +228,16 @@ $(O)/bench/unwind: bench/unwind.c $(LIB_HDRS) $(LIBFIBER_A)
 	$(CC) $(CPPFLAGS) -I$(LIB_DIR) -I$(LIB_DIR)/arch/$(LIB_ARCH) $(CFLAGS) $(WARN) -o $@ $< \
 		$(LIBFIBER_A) $(LDFLAGS) -l:liburing.a -pthread -ldl
 $(O)/bench/sigreturn: bench/sigreturn_aarch64.S
+# The plain liburing server and the load generator use no libfiber (on
+# arm64 they find liburing next to it).
+URING_RPATH := $(if $(URING_LIBDIR),-Wl$(comma)-rpath$(comma)'$$ORIGIN/../lib')
+$(O)/bench/uring_plain: bench/uring_plain.c $(HTTP_SRCS) | $(URING_DEP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Iexamples $(CFLAGS) $(WARN) -o $@ $(filter %.c,$^) $(LDFLAGS) -luring \
+		$(URING_RPATH)
+$(O)/bench/loadgen: bench/loadgen.c | $(URING_DEP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< $(LDFLAGS) -luring $(URING_RPATH)
 # bench/io drives a ring of its own too.
 BENCH_LIBS_io := $(LDFLAGS) -luring
 $(O)/bench/%: bench/%.c $(LIB_HDRS) $(LIBFIBER_SO)
@@ -297,7 +311,8 @@ checkpatch-check: $(KSFT_INC)/kselftest_harness.h
 
 vm-check: all
 	$(VM_ENV) VM_OUT=$(RESULTS)/vm-$(ARCH) VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
-	VM_FILES="$(SELFTEST_BINS) $(TEST_LIBSPIN) $(LIBFIBER_SO).1" VM_RUN="$(SELFTESTS_VM)" \
+	VM_FILES="$(SELFTEST_BINS) $(TEST_LIBSPIN) $(O)/examples/httpd $(LIBFIBER_SO).1" \
+	VM_RUN="$(SELFTESTS_VM)" \
 	VM_AFTER="$(SELFTESTS_AFTER)" scripts/vm-run.sh
 	@rm -rf $(RESULTS)/vm-$(ARCH)/root $(RESULTS)/vm-$(ARCH)/initramfs.gz
 

@@ -60,6 +60,7 @@ static void refuse(struct http_reply *reply, int status)
 {
 	reply->status = status;
 	reply->close = true;
+	reply->spin = false;
 	reply->spin_us = 0;
 }
 
@@ -95,6 +96,7 @@ static void route(const char *target, size_t len, struct http_reply *reply)
 		return;
 	}
 	reply->status = 200;
+	reply->spin = true;
 	reply->spin_us = us;
 }
 
@@ -196,7 +198,7 @@ size_t http_format(char *out, const struct http_reply *reply)
 	char body[64];
 	int body_len, len;
 
-	if (reply->status == 200 && reply->spin_us)
+	if (reply->status == 200 && reply->spin)
 		body_len = snprintf(body, sizeof(body), "spun %u us\n", reply->spin_us);
 	else if (reply->status == 200)
 		body_len = snprintf(body, sizeof(body), "hello from libfiber\n");

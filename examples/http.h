@@ -28,6 +28,7 @@ struct http_reply {
 	int status;		/* 200, 400, 404, 405, 431 or 505 */
 	bool head;		/* HEAD: no body */
 	bool close;		/* close the connection after this reply */
+	bool spin;		/* a /spin request: */
 	unsigned int spin_us;	/* CPU to spend before replying */
 };
 

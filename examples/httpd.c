@@ -97,6 +97,25 @@ static bool send_all(int fd, const char *buf, size_t len)
 }
 
 /*
+ * Closing with unread input makes TCP reset the connection, and a reset
+ * can destroy the reply still on its way to the client: after a reply
+ * that closes, read what the client sent on (at most 64 KiB, for at most
+ * a second) until it closes its side.
+ */
+static void linger_close(int fd, char *buf, size_t size)
+{
+	size_t drained = 0;
+	ssize_t n;
+
+	shutdown(fd, SHUT_WR);
+	fiber_set_deadline(now_ns() + 1000000000);
+	do {
+		n = fiber_recv(fd, buf, size, 0);
+		drained += n > 0 ? n : 0;
+	} while (n > 0 && drained < 65536);
+}
+
+/*
  * One connection: answers every complete request in what it has read,
  * pipelined ones in one send, then reads more. Only this fiber waits
  * while the client is slow, computes, or is preempted.
@@ -151,6 +170,8 @@ static void *connection(void *arg)
 		}
 		have += n;
 	}
+	if (closing)
+		linger_close(fd, in, sizeof(in));
 out:
 	atomic_store(&srv.open[fd], 0);
 	close(fd);
@@ -251,7 +272,7 @@ int main(int argc, char **argv)
 	struct fiber_worker_stats ws;
 	struct sockaddr_in bound;
 	socklen_t bound_len = sizeof(bound);
-	uint64_t sum[10] = { 0 };
+	uint64_t sum[10] = { 0 }, preemptions = 0, deferred = 0;
 	struct rlimit nofile;
 	sigset_t stop_signals;
 	int opt, ret, sig;
@@ -350,11 +371,15 @@ int main(int argc, char **argv)
 	for (i = 0; i < srv.max_fd; i++)
 		if (atomic_load(&srv.open[i]))
 			shutdown(i, SHUT_RD);
-	fiber_sched_stop();
-
 	for (i = 0; i < cfg.workers; i++) {
 		struct counts *c = &srv.counts[i];
 		int s;
+
+		fiber_worker_stats(i, &ws);
+		preemptions += ws.preemptions;
+		deferred += ws.deferred_off + ws.deferred_pc + ws.deferred_signal +
+			    ws.deferred_kernel + ws.deferred_upcall + ws.deferred_rseq +
+			    ws.deferred_vector + ws.deferred_stack;
 
 		sum[0] += c->accepted;
 		sum[1] += c->requests;
@@ -368,7 +393,8 @@ int main(int argc, char **argv)
 	       (unsigned long long)sum[0], (unsigned long long)sum[1]);
 	for (i = 0; i < 6; i++)
 		printf(" %d=%llu", statuses[i], (unsigned long long)sum[2 + i]);
-	printf(" aborted=%llu timed_out=%llu\n", (unsigned long long)sum[8],
-	       (unsigned long long)sum[9]);
+	printf(" aborted=%llu timed_out=%llu preemptions=%llu deferred=%llu\n",
+	       (unsigned long long)sum[8], (unsigned long long)sum[9],
+	       (unsigned long long)preemptions, (unsigned long long)deferred);
 	return 0;
 }
