@@ -53,6 +53,7 @@ static struct {
 	int listen_fd;
 	uint64_t idle_timeout_ns;
 	atomic_bool stopping;
+	atomic_uint live;		/* connection fibers not yet returned */
 	/* Open connections by descriptor, for the shutdown to close them. */
 	atomic_uchar *open;
 	unsigned int max_fd;
@@ -175,6 +176,7 @@ static void *connection(void *arg)
 out:
 	atomic_store(&srv.open[fd], 0);
 	close(fd);
+	atomic_fetch_sub(&srv.live, 1);
 	return NULL;
 }
 
@@ -207,7 +209,9 @@ static void *acceptor(void *arg)
 			continue;
 		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		atomic_fetch_add(&srv.live, 1);
 		if (fiber_spawn(&f, connection, (void *)(intptr_t)fd)) {
+			atomic_fetch_sub(&srv.live, 1);
 			close(fd);
 			continue;
 		}
@@ -371,6 +375,9 @@ int main(int argc, char **argv)
 	for (i = 0; i < srv.max_fd; i++)
 		if (atomic_load(&srv.open[i]))
 			shutdown(i, SHUT_RD);
+	/* Those computing finish and reply first (sends have the idle timeout). */
+	while (atomic_load(&srv.live))
+		fiber_sleep(1000000);
 	for (i = 0; i < cfg.workers; i++) {
 		struct counts *c = &srv.counts[i];
 		int s;
@@ -388,6 +395,7 @@ int main(int argc, char **argv)
 		sum[8] += c->aborted;
 		sum[9] += c->timed_out;
 	}
+	fiber_sched_stop();
 	printf("httpd: stopped by %s: connections=%llu requests=%llu",
 	       sig == SIGINT ? "SIGINT" : "SIGTERM",
 	       (unsigned long long)sum[0], (unsigned long long)sum[1]);

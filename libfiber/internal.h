@@ -276,6 +276,7 @@ unsigned int fiber_io_ring_entries(unsigned int requested) FIBER_HIDDEN;
 void fiber_io_poll(struct fiber_worker *w) FIBER_HIDDEN;
 void fiber_io_wait(struct fiber_worker *w, uint64_t deadline) FIBER_HIDDEN;
 void fiber_io_wake(struct fiber_worker *w) FIBER_HIDDEN;
+bool fiber_io_pending(struct fiber_worker *w) FIBER_HIDDEN;
 bool fiber_io_msg_ring(struct fiber_worker *self, struct fiber_worker *w) FIBER_HIDDEN;
 
 /* preempt.c */

@@ -86,7 +86,13 @@ struct io_call {
 int fiber_io_worker_start(struct fiber_worker *w, unsigned int entries)
 {
 	struct io_uring_params p = {
-		.flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN,
+		/*
+		 * Completions wait as task work until the worker enters the
+		 * kernel; TASKRUN_FLAG shows that some do (IORING_SQ_TASKRUN),
+		 * so that a worker busy with fibers knows when to.
+		 */
+		.flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN |
+			 IORING_SETUP_TASKRUN_FLAG,
 	};
 	int ret;
 
@@ -164,6 +170,18 @@ void fiber_io_poll(struct fiber_worker *w)
 		}
 		io_uring_cqe_seen(&w->ring, cqe);
 	}
+}
+
+/*
+ * Whether w's ring has work for the worker: operations its fibers queued,
+ * completions, or task work that would post some. Reads shared memory
+ * only: the upcall asks it before keeping a fiber that has run its slice.
+ */
+bool fiber_io_pending(struct fiber_worker *w)
+{
+	return w->has_ring &&
+	       (io_uring_sq_ready(&w->ring) || io_uring_cq_ready(&w->ring) ||
+		(IO_URING_READ_ONCE(*w->ring.sq.kflags) & IORING_SQ_TASKRUN));
 }
 
 /* Wakes w, waiting in its ring, from any thread. */

@@ -268,12 +268,18 @@ void fiber_upcall_handler(struct fiber_upcall_frame *frame)
 	if (f) {
 		/*
 		 * Nothing else could run here: a new slice, not a switch.
-		 * Racy reads: a fiber queued meanwhile waits one more slice.
+		 * The ring counts: a completion there makes a fiber runnable
+		 * once the worker reaps it. Racy reads: a fiber queued
+		 * meanwhile waits one more slice.
 		 */
-		if (fiber_runq_empty(w) && !w->nr_timers)
-			w->ctl.switch_count++;
-		else
+		if (!fiber_runq_empty(w) || w->nr_timers) {
 			fiber_preempted(w);
+		} else if (fiber_io_pending(w)) {
+			w->pass_left = 0;	/* reap before running anything */
+			fiber_preempted(w);
+		} else {
+			w->ctl.switch_count++;
+		}
 	}
 	/* A preempted fiber resumes on the worker it was preempted on. */
 	fiber_arch_upcall_return(frame, &w->sigmask, &w->altstack);

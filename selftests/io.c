@@ -131,6 +131,57 @@ TEST(completion_reaches_busy_worker)
 	close(sv[1]);
 }
 
+FIBER_MODE_FIXTURE(preempted);
+
+static void *busy_spinner(void *arg)
+{
+	struct busy_worker *b = arg;
+	uint64_t i;
+
+	/* Program code without calls: only a preemption takes it off. */
+	for (i = 0; i < (1ULL << 36) && !atomic_load_explicit(&b->done, memory_order_relaxed); i++)
+		__asm__ volatile("" : "+r"(i));
+	return NULL;
+}
+
+/*
+ * The same with the reader's only company a fiber that never yields: each
+ * preemption finds nothing else runnable, and must still let the worker
+ * reap its ring rather than give the spinner a new slice at once.
+ */
+TEST_F(preempted, completion_reaches_preempted_worker)
+{
+	struct fiber_config cfg = { .workers = 1, .mode = variant->mode, .slice_ns = 200000 };
+	struct busy_worker b = { 0 };
+	struct fiber_worker_stats st;
+	fiber_t *f[2];
+	int sv[2], i;
+
+	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+	FIBER_START(&cfg);
+	ASSERT_EQ(0, fiber_worker_stats(0, &st));
+	if (!st.ring_entries) {
+		fiber_sched_stop();
+		SKIP(return, "no io_uring in this kernel or emulator: calls block");
+	}
+	b.fd = sv[0];
+	ASSERT_EQ(0, fiber_spawn(&f[0], busy_reader, &b));
+	fiber_sleep(20000000);
+	ASSERT_EQ(0, fiber_spawn(&f[1], busy_spinner, &b));
+	fiber_sleep(20000000);
+	ASSERT_EQ(1, write(sv[1], "x", 1));
+	for (i = 0; i < 200 && !atomic_load(&b.done); i++)
+		fiber_sleep(10000000);
+	EXPECT_TRUE(atomic_load(&b.done)) TH_LOG("the reader still waits 2 s after its byte came");
+	atomic_store(&b.done, true);
+	for (i = 0; i < 2; i++)
+		ASSERT_EQ(0, fiber_join(f[i], NULL));
+	EXPECT_EQ(1, b.ret);
+	ASSERT_EQ(0, fiber_sched_stop());
+	close(sv[0]);
+	close(sv[1]);
+}
+
 struct duo {
 	int fd[2];
 	int step;
