@@ -136,6 +136,7 @@ struct fiber_worker {
 	unsigned int runnext_streak;	/* runnext picks in a row */
 	uint64_t ticks;			/* picks, for the global queue's turn */
 	unsigned int pass_left;		/* picks until the ring is submitted */
+	bool reap_first;		/* reap before queueing the preempted fiber */
 	struct fiber **timers;		/* min-heap of timed waits, by wake_ns */
 	unsigned int nr_timers, timers_cap;
 	struct fiber *cache;		/* joined fibers, stacks kept for reuse */

@@ -272,13 +272,14 @@ void fiber_upcall_handler(struct fiber_upcall_frame *frame)
 		 * once the worker reaps it. Racy reads: a fiber queued
 		 * meanwhile waits one more slice.
 		 */
-		if (!fiber_runq_empty(w) || w->nr_timers) {
-			fiber_preempted(w);
-		} else if (fiber_io_pending(w)) {
-			w->pass_left = 0;	/* reap before running anything */
-			fiber_preempted(w);
-		} else {
+		bool io = fiber_io_pending(w);
+
+		if (fiber_runq_empty(w) && !w->nr_timers && !io) {
 			w->ctl.switch_count++;
+		} else {
+			/* Fibers whose I/O completed go before this one. */
+			w->reap_first = io;
+			fiber_preempted(w);
 		}
 	}
 	/* A preempted fiber resumes on the worker it was preempted on. */

@@ -378,6 +378,13 @@ static void fiber_done(struct fiber_worker *w, struct fiber *f)
 		broadcast_done();
 }
 
+/* Submits and reaps w's ring; the next time is after one more pass. */
+static void reap(struct fiber_worker *w)
+{
+	fiber_io_poll(w);
+	w->pass_left = w->rq.len + (w->runnext != NULL) + 1;
+}
+
 /* Acts on what the fiber that just stopped asked for. */
 static void after_switch(struct fiber_worker *w, struct fiber *f)
 {
@@ -385,6 +392,10 @@ static void after_switch(struct fiber_worker *w, struct fiber *f)
 
 	switch (w->action) {
 	case FIBER_ACT_YIELD:
+		if (w->reap_first) {
+			w->reap_first = false;
+			reap(w);
+		}
 		/* A fiber that may move waits where every worker looks. */
 		if (f->pinned < 0)
 			fiber_global_push(f);
@@ -418,10 +429,8 @@ static struct fiber *pick_next(struct fiber_worker *w)
 
 	if (w->nr_timers)
 		timers_expire(w, fiber_now_ns());
-	if (w->has_ring && (!w->pass_left || !--w->pass_left)) {
-		fiber_io_poll(w);
-		w->pass_left = w->rq.len + (w->runnext != NULL) + 1;
-	}
+	if (w->has_ring && (!w->pass_left || !--w->pass_left))
+		reap(w);
 	f = fiber_runq_pick(w);
 	if (!f && w->has_ring && io_uring_cq_ready(&w->ring)) {
 		w->pass_left = 0;

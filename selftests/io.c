@@ -182,6 +182,83 @@ TEST_F(preempted, completion_reaches_preempted_worker)
 	close(sv[1]);
 }
 
+struct ordering {
+	int fd;
+	fiber_t *spinner;
+	atomic_bool done;
+	atomic_ulong runs_at_write;	/* the spinner's runs as each byte is sent */
+	int first;			/* bytes whose reader ran before the spinner again */
+	int bytes;
+};
+
+static void *ordering_reader(void *arg)
+{
+	struct ordering *o = arg;
+	struct fiber_stats st;
+	char c;
+
+	while (fiber_recv(o->fd, &c, 1, 0) == 1) {
+		fiber_stats(o->spinner, &st);
+		o->first += st.runs == atomic_load(&o->runs_at_write);
+		o->bytes++;
+	}
+	return NULL;
+}
+
+static void *ordering_spinner(void *arg)
+{
+	struct ordering *o = arg;
+
+	for (uint64_t i = 0; !atomic_load_explicit(&o->done, memory_order_relaxed); i++)
+		__asm__ volatile("" : "+r"(i));
+	return NULL;
+}
+
+/*
+ * A preemption that reaps a completion runs the fiber it wakes before
+ * the preempted one gets another slice: the reader sees the spinner's
+ * run count unchanged since the byte was sent. Queued behind it, the
+ * reader would wait a whole slice more, every time.
+ */
+TEST_F(preempted, completion_runs_before_preempted_fiber)
+{
+	struct fiber_config cfg = { .workers = 1, .mode = variant->mode, .slice_ns = 200000 };
+	struct ordering o = { 0 };
+	struct fiber_worker_stats st;
+	struct fiber_stats fs;
+	fiber_t *reader;
+	int sv[2], i;
+
+	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+	FIBER_START(&cfg);
+	ASSERT_EQ(0, fiber_worker_stats(0, &st));
+	if (!st.ring_entries) {
+		fiber_sched_stop();
+		SKIP(return, "no io_uring in this kernel or emulator: calls block");
+	}
+	o.fd = sv[0];
+	ASSERT_EQ(0, fiber_spawn(&reader, ordering_reader, &o));
+	fiber_sleep(20000000);
+	ASSERT_EQ(0, fiber_spawn(&o.spinner, ordering_spinner, &o));
+	fiber_sleep(20000000);
+	for (i = 0; i < 20; i++) {
+		ASSERT_EQ(0, fiber_stats(o.spinner, &fs));
+		atomic_store(&o.runs_at_write, fs.runs);
+		ASSERT_EQ(1, write(sv[1], "x", 1));
+		fiber_sleep(10000000);
+	}
+	shutdown(sv[1], SHUT_WR);
+	ASSERT_EQ(0, fiber_join(reader, NULL));
+	atomic_store(&o.done, true);
+	ASSERT_EQ(0, fiber_join(o.spinner, NULL));
+	ASSERT_EQ(0, fiber_sched_stop());
+	EXPECT_EQ(20, o.bytes);
+	/* A byte sent as the spinner was being switched to may miss. */
+	EXPECT_LE(15, o.first) TH_LOG("the reader ran first for %d of 20 bytes", o.first);
+	close(sv[0]);
+	close(sv[1]);
+}
+
 struct duo {
 	int fd[2];
 	int step;
