@@ -220,6 +220,11 @@ BENCHES := switch sched io preempt unwind locks slices uring_plain loadgen \
 	   $(if $(filter aarch64,$(TARGET)),sigreturn)
 BENCH_BINS := $(addprefix $(O)/bench/,$(BENCHES))
 BENCH_VM_RUN := preempt,cost unwind slices preempt,slices $(if $(filter aarch64,$(TARGET)),sigreturn preempt,sve)
+# The server benchmark: httpd, the plain loop, the load generator and wrk,
+# all in the guest (x86_64: wrk is the host's, with its libraries).
+SERVER_BENCH := $(O)/examples/httpd $(O)/bench/uring_plain $(O)/bench/loadgen bench/server.sh
+SERVER_VM_FILES := $(if $(filter x86_64,$(TARGET)),$(SERVER_BENCH) $(shell command -v wrk))
+SERVER_VM_RUN := $(if $(filter x86_64,$(TARGET)),server.sh$(comma)--modes$(comma)kmod+signal+off)
 
 benches: $(BENCH_BINS)
 # It times the internal stack walker, so it links libfiber.a.
@@ -258,11 +263,13 @@ bench:
 	@$(RUN_TARGET) $(O)/bench/unwind
 	@$(RUN_TARGET) $(O)/bench/locks
 	@$(RUN_TARGET) $(O)/bench/slices
+	@$(if $(RUN_TARGET),echo "server: SKIP natively: qemu-user has no io_uring",bench/server.sh --bin $(O))
 	@echo "== VM ($(TARGET), -accel $(or $(VM_ACCEL),tcg), Debian $(KVER))"
 	@$(VM_ENV) VM_OUT=$(O)/bench-vm VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
-	VM_FILES="$(BENCH_BINS) $(LIBFIBER_SO).1" \
-	VM_RUN="$(BENCH_VM_RUN)" scripts/vm-run.sh
-	@cat $(addprefix $(O)/bench-vm/,$(addsuffix .out,$(subst $(comma),_,$(BENCH_VM_RUN)))) | grep -v '^@@FP'
+	VM_FILES="$(BENCH_BINS) $(SERVER_VM_FILES) $(LIBFIBER_SO).1" \
+	VM_RUN="$(BENCH_VM_RUN) $(SERVER_VM_RUN)" scripts/vm-run.sh
+	@cat $(addprefix $(O)/bench-vm/,$(addsuffix .out,$(subst $(comma),_,$(BENCH_VM_RUN) $(SERVER_VM_RUN)))) | \
+		grep -v '^@@FP'
 
 # ---- tests ------------------------------------------------------------------
 
@@ -316,14 +323,18 @@ vm-check: all
 	VM_AFTER="$(SELFTESTS_AFTER)" scripts/vm-run.sh
 	@rm -rf $(RESULTS)/vm-$(ARCH)/root $(RESULTS)/vm-$(ARCH)/initramfs.gz
 
-# The seed example in the VM: preemption by the module, by a signal, then none.
+# The seed example in the VM: preemption by the module, by a signal, then
+# none; then short requests to httpd beside long ones, preempted and not.
+DEMO_SERVER_RUN := $(if $(filter x86_64,$(TARGET)),server.sh$(comma)--modes$(comma)kmod+off$(comma)--demo)
 demo:
 	@scripts/deps.sh --if-missing
 	@$(MAKE) --no-print-directory all
 	@$(VM_ENV) VM_OUT=$(O)/demo VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
-	VM_FILES="$(EXAMPLE_BINS) $(LIBFIBER_SO).1" \
-	VM_RUN="fairness,--mode,kmod fairness,--mode,signal fairness,--mode,off" scripts/vm-run.sh
+	VM_FILES="$(EXAMPLE_BINS) $(SERVER_VM_FILES) $(LIBFIBER_SO).1" \
+	VM_RUN="fairness,--mode,kmod fairness,--mode,signal fairness,--mode,off $(DEMO_SERVER_RUN)" \
+	scripts/vm-run.sh
 	@cat $(addprefix $(O)/demo/fairness_--mode_,kmod.out signal.out off.out) | grep -v '^@@FP'
+	@$(if $(DEMO_SERVER_RUN),cat $(O)/demo/$(subst $(comma),_,$(DEMO_SERVER_RUN)).out | grep -v '^@@FP')
 	@grep -h '^fairness:' $(O)/demo/fairness_*.out | grep -q 'mode=kmod' || \
 		{ echo "demo: the kmod run did not finish; see $(O)/demo/console.log" >&2; exit 1; }
 

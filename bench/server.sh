@@ -13,23 +13,24 @@
 #     LONG requests (/spin?us=10000: 10 ms of CPU without a call) always
 #     in flight beside them, in each mode.
 #
-#   server.sh BINDIR [--modes "kmod signal off"] [--duration-ms D]
-#                    [--long K] [--demo]
+#   server.sh [--bin DIR] [--modes kmod+signal+off] [--duration-ms D]
+#             [--long K] [--demo]
 #
-# BINDIR holds examples/httpd, bench/uring_plain and bench/loadgen (the
-# build tree), or all three side by side (the VM). --demo skips the
-# throughput comparison and prints one summary line per mode.
+# DIR holds examples/httpd, bench/uring_plain and bench/loadgen (the build
+# tree), or all three side by side, and wrk if it is not on the PATH (the
+# VM, where this script's own directory is the default). --demo measures
+# only httpd and prints one summary line per mode.
 set -u
 
-dir=$1
-shift
+dir=$(dirname "$0")
 modes="signal off"
 duration_ms=3000
 long=2
 demo=
 while [ $# -gt 0 ]; do
 	case $1 in
-	--modes) modes=$2; shift ;;
+	--bin) dir=$2; shift ;;
+	--modes) modes=$(echo "$2" | tr + ' '); shift ;;
 	--duration-ms) duration_ms=$2; shift ;;
 	--long) long=$2; shift ;;
 	--demo) demo=1 ;;
@@ -47,6 +48,7 @@ else
 	loadgen=$dir/loadgen
 fi
 wrk=$(command -v wrk || true)
+[ -z "$wrk" ] && [ -x "$dir/wrk" ] && wrk=$dir/wrk
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 wrk_s=$(( (duration_ms + 999) / 1000 ))
