@@ -19,15 +19,19 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-/* Starts one worker; skips when it has no ring (qemu-user has no io_uring). */
-#define START_WITH_RING(cfg) do {					\
+/* Skips when worker 0 has no ring (qemu-user has no io_uring). */
+#define SKIP_WITHOUT_RING() do {					\
 	struct fiber_worker_stats __st;					\
-	ASSERT_EQ(0, fiber_sched_start(cfg));				\
 	ASSERT_EQ(0, fiber_worker_stats(0, &__st));			\
 	if (!__st.ring_entries) {					\
 		fiber_sched_stop();					\
 		SKIP(return, "no io_uring in this kernel or emulator: calls block"); \
 	}								\
+} while (0)
+
+#define START_WITH_RING(cfg) do {					\
+	ASSERT_EQ(0, fiber_sched_start(cfg));				\
+	SKIP_WITHOUT_RING();						\
 } while (0)
 
 static const struct fiber_config one_worker = { .workers = 1, .mode = FIBER_PREEMPT_OFF };
@@ -133,13 +137,12 @@ TEST(completion_reaches_busy_worker)
 
 FIBER_MODE_FIXTURE(preempted);
 
-static void *busy_spinner(void *arg)
+/* Program code without calls until *arg: only a preemption takes it off. */
+static void *spin_until(void *arg)
 {
-	struct busy_worker *b = arg;
-	uint64_t i;
+	atomic_bool *done = arg;
 
-	/* Program code without calls: only a preemption takes it off. */
-	for (i = 0; i < (1ULL << 36) && !atomic_load_explicit(&b->done, memory_order_relaxed); i++)
+	for (uint64_t i = 0; !atomic_load_explicit(done, memory_order_relaxed); i++)
 		__asm__ volatile("" : "+r"(i));
 	return NULL;
 }
@@ -153,21 +156,16 @@ TEST_F(preempted, completion_reaches_preempted_worker)
 {
 	struct fiber_config cfg = { .workers = 1, .mode = variant->mode, .slice_ns = 200000 };
 	struct busy_worker b = { 0 };
-	struct fiber_worker_stats st;
 	fiber_t *f[2];
 	int sv[2], i;
 
 	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
 	FIBER_START(&cfg);
-	ASSERT_EQ(0, fiber_worker_stats(0, &st));
-	if (!st.ring_entries) {
-		fiber_sched_stop();
-		SKIP(return, "no io_uring in this kernel or emulator: calls block");
-	}
+	SKIP_WITHOUT_RING();
 	b.fd = sv[0];
 	ASSERT_EQ(0, fiber_spawn(&f[0], busy_reader, &b));
 	fiber_sleep(20000000);
-	ASSERT_EQ(0, fiber_spawn(&f[1], busy_spinner, &b));
+	ASSERT_EQ(0, fiber_spawn(&f[1], spin_until, &b.done));
 	fiber_sleep(20000000);
 	ASSERT_EQ(1, write(sv[1], "x", 1));
 	for (i = 0; i < 200 && !atomic_load(&b.done); i++)
@@ -205,15 +203,6 @@ static void *ordering_reader(void *arg)
 	return NULL;
 }
 
-static void *ordering_spinner(void *arg)
-{
-	struct ordering *o = arg;
-
-	for (uint64_t i = 0; !atomic_load_explicit(&o->done, memory_order_relaxed); i++)
-		__asm__ volatile("" : "+r"(i));
-	return NULL;
-}
-
 /*
  * A preemption that reaps a completion runs the fiber it wakes before
  * the preempted one gets another slice: the reader sees the spinner's
@@ -224,22 +213,17 @@ TEST_F(preempted, completion_runs_before_preempted_fiber)
 {
 	struct fiber_config cfg = { .workers = 1, .mode = variant->mode, .slice_ns = 200000 };
 	struct ordering o = { 0 };
-	struct fiber_worker_stats st;
 	struct fiber_stats fs;
 	fiber_t *reader;
 	int sv[2], i;
 
 	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
 	FIBER_START(&cfg);
-	ASSERT_EQ(0, fiber_worker_stats(0, &st));
-	if (!st.ring_entries) {
-		fiber_sched_stop();
-		SKIP(return, "no io_uring in this kernel or emulator: calls block");
-	}
+	SKIP_WITHOUT_RING();
 	o.fd = sv[0];
 	ASSERT_EQ(0, fiber_spawn(&reader, ordering_reader, &o));
 	fiber_sleep(20000000);
-	ASSERT_EQ(0, fiber_spawn(&o.spinner, ordering_spinner, &o));
+	ASSERT_EQ(0, fiber_spawn(&o.spinner, spin_until, &o.done));
 	fiber_sleep(20000000);
 	for (i = 0; i < 20; i++) {
 		ASSERT_EQ(0, fiber_stats(o.spinner, &fs));
