@@ -191,6 +191,8 @@ struct fiber_sched {
 	long live_outside;
 	/* Written as workers go idle: a line of its own, away from state. */
 	unsigned int nr_idle __attribute__((aligned(64)));	/* atomic */
+	/* 1 while the signal backend's monitor waits for a worker to wake. */
+	uint32_t monitor_parked;			/* atomic, a futex */
 
 	/* Fibers spawned by threads other than workers, and migrating ones. */
 	struct {
@@ -287,6 +289,7 @@ int fiber_preempt_worker_start(struct fiber_worker *w) FIBER_HIDDEN;
 void fiber_preempt_worker_stop(struct fiber_worker *w) FIBER_HIDDEN;
 int fiber_preempt_sched_started(void) FIBER_HIDDEN;
 void fiber_preempt_sched_stopping(void) FIBER_HIDDEN;
+void fiber_preempt_worker_wakes(void) FIBER_HIDDEN;
 
 /* sigmask.c */
 void fiber_sigmask_apply(const sigset_t *mask) FIBER_HIDDEN;

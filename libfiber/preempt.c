@@ -38,6 +38,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -49,7 +50,7 @@
 
 #define PREEMPT_SIGNAL	SIGURG
 #define RETRY_NS	20000ULL
-#define MONITOR_IDLE_NS	10000000ULL
+#define MONITOR_PARK_NS	1000000ULL
 
 extern const char __start_libfiber_text[] __attribute__((weak)) FIBER_HIDDEN;
 extern const char __stop_libfiber_text[] __attribute__((weak)) FIBER_HIDDEN;
@@ -407,18 +408,24 @@ static int register_worker(struct fiber_worker *w)
 }
 
 /*
- * The signal backend's monitor, Go's sysmon: every few hundred
- * microseconds it looks at each worker that runs a fiber, and when the
- * worker's CPU time has grown by a slice while its switch count stayed
- * the same, one fiber has held it for a slice: it sends the worker
- * SIGURG with that switch count, so the handler can tell a signal that
- * arrives after a switch. CPU time, from the worker's thread clock, makes
- * a worker blocked in a system call no candidate, as the module's timer
- * only runs on a CPU. A deferred preemption is retried after RETRY_NS of
- * the worker's CPU time, doubling up to a slice while it stays deferred
- * (a fiber in a long libc call would otherwise take a signal every
- * 20 us). With no fiber running anywhere, the monitor wakes every
- * MONITOR_IDLE_NS only.
+ * The signal backend's monitor, Go's sysmon: every slice or so it looks
+ * at each worker that runs a fiber, and when the worker's CPU time has
+ * grown by a slice while its switch count stayed the same, one fiber has
+ * held it for a slice: it sends the worker SIGURG with that switch count,
+ * so the handler can tell a signal that arrives after a switch. CPU time,
+ * from the worker's thread clock, makes a worker blocked in a system call
+ * no candidate, as the module's timer only runs on a CPU. A deferred
+ * preemption is retried after RETRY_NS of the worker's CPU time, doubling
+ * up to a slice while it stays deferred (a fiber in a long libc call
+ * would otherwise take a signal every 20 us).
+ *
+ * A worker between two fibers, in its scheduler, is about to run one: the
+ * monitor looks again a slice later, as a busy server's workers spend a
+ * good part of their time there. Only when every worker has waited for
+ * work for MONITOR_PARK_NS does the monitor stop looking: it parks on
+ * fiber_sched.monitor_parked, and the first worker to wake wakes it
+ * (fiber_preempt_worker_wakes()), so a fiber that starts to spin on an
+ * idle program is still preempted within a slice or two.
  */
 static uint64_t clock_ns(clockid_t clock)
 {
@@ -449,16 +456,48 @@ static uint64_t monitor_worker(struct fiber_worker *w)
 	return w->mon_deadline - cpu;
 }
 
+static bool all_workers_idle(void)
+{
+	return __atomic_load_n(&fiber_sched.nr_idle, __ATOMIC_SEQ_CST) ==
+	       fiber_sched.nr_workers;
+}
+
+/* Waits for fiber_preempt_worker_wakes() or the scheduler's stop. */
+static void monitor_park(void)
+{
+	__atomic_store_n(&fiber_sched.monitor_parked, 1, __ATOMIC_SEQ_CST);
+	/* Store, then load: a waking worker does the converse. */
+	if (all_workers_idle() &&
+	    !__atomic_load_n(&fiber_sched.monitor_stop, __ATOMIC_SEQ_CST))
+		syscall(SYS_futex, &fiber_sched.monitor_parked,
+			FUTEX_WAIT_PRIVATE, 1, NULL, NULL, 0);
+	__atomic_store_n(&fiber_sched.monitor_parked, 0, __ATOMIC_RELAXED);
+}
+
+static void monitor_unpark(void)
+{
+	if (__atomic_exchange_n(&fiber_sched.monitor_parked, 0, __ATOMIC_SEQ_CST))
+		syscall(SYS_futex, &fiber_sched.monitor_parked,
+			FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+void fiber_preempt_worker_wakes(void)
+{
+	/* Only the signal backend's monitor ever parks. */
+	if (__atomic_load_n(&fiber_sched.monitor_parked, __ATOMIC_SEQ_CST))
+		monitor_unpark();
+}
+
 static void *monitor_main(void *arg)
 {
+	uint64_t sleep_ns, next, idle_ns = 0;
 	struct timespec ts;
-	uint64_t sleep_ns, next;
 	unsigned int i;
 
 	/* The default 50 us of timer slack would stretch short slices. */
 	prctl(PR_SET_TIMERSLACK, 1000UL);
 	while (!__atomic_load_n(&fiber_sched.monitor_stop, __ATOMIC_ACQUIRE)) {
-		sleep_ns = MONITOR_IDLE_NS;
+		sleep_ns = fiber_sched.slice_ns;
 		for (i = 0; i < fiber_sched.nr_workers; i++) {
 			struct fiber_worker *w = &fiber_sched.workers[i];
 
@@ -471,6 +510,15 @@ static void *monitor_main(void *arg)
 			/* CPU time passes no faster than wall time on one CPU. */
 			if (next < sleep_ns)
 				sleep_ns = next;
+		}
+		if (!all_workers_idle()) {
+			idle_ns = 0;
+		} else if (idle_ns >= MONITOR_PARK_NS) {
+			monitor_park();
+			idle_ns = 0;
+			continue;
+		} else {
+			idle_ns += sleep_ns;
 		}
 		if (sleep_ns < RETRY_NS)
 			sleep_ns = RETRY_NS;
@@ -497,7 +545,8 @@ void fiber_preempt_sched_stopping(void)
 {
 	if (!fiber_sched.monitor_running)
 		return;
-	__atomic_store_n(&fiber_sched.monitor_stop, true, __ATOMIC_RELEASE);
+	__atomic_store_n(&fiber_sched.monitor_stop, true, __ATOMIC_SEQ_CST);
+	monitor_unpark();
 	pthread_join(fiber_sched.monitor, NULL);
 	fiber_sched.monitor_running = false;
 }

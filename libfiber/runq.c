@@ -422,6 +422,7 @@ bool fiber_runq_idle(struct fiber_worker *w, uint64_t deadline)
 	}
 
 	__atomic_fetch_sub(&fiber_sched.nr_idle, 1, __ATOMIC_SEQ_CST);
+	fiber_preempt_worker_wakes();
 	fiber_spin_lock(&w->rq.lock);
 	w->rq.sleeping = false;
 	fiber_spin_unlock(&w->rq.lock);
