@@ -28,6 +28,8 @@ TEST_F_TIMEOUT(slices, median_run_near_the_slice, 120)
 	uint64_t median, p90;
 
 	FIBER_START(&cfg);
+	/* Idle long enough for signal mode's monitor to park: spawns wake it. */
+	usleep(20000);
 	slices_begin(&sl);
 	ASSERT_EQ(0, fiber_spawn(&a, slices_spin, &sl));
 	ASSERT_EQ(0, fiber_spawn(&b, slices_spin, &sl));
