@@ -28,6 +28,7 @@ enum fiber_state {
 /* What the scheduler does with the fiber that just switched to it. */
 enum fiber_action {
 	FIBER_ACT_YIELD,	/* runnable again */
+	FIBER_ACT_PREEMPTED,	/* ran its slice out: runnable, after others */
 	FIBER_ACT_BLOCK,	/* parked; release w->park_lock if set */
 	FIBER_ACT_JOIN,		/* waits for w->join_target to return */
 	FIBER_ACT_EXIT,		/* returned */
@@ -103,6 +104,28 @@ struct fiber_queue {
 	struct fiber *tail;
 };
 
+static inline void fiber_queue_push(struct fiber_queue *q, struct fiber *f)
+{
+	f->next = NULL;
+	if (q->tail)
+		q->tail->next = f;
+	else
+		q->head = f;
+	q->tail = f;
+}
+
+static inline struct fiber *fiber_queue_pop(struct fiber_queue *q)
+{
+	struct fiber *f = q->head;
+
+	if (f) {
+		q->head = f->next;
+		if (!q->head)
+			q->tail = NULL;
+	}
+	return f;
+}
+
 /*
  * A worker's run queues, under their own lock: the worker pushes and pops
  * here on every switch; other threads push fibers they wake that must run
@@ -136,7 +159,10 @@ struct fiber_worker {
 	unsigned int runnext_streak;	/* runnext picks in a row */
 	uint64_t ticks;			/* picks, for the global queue's turn */
 	unsigned int pass_left;		/* picks until the ring is submitted */
-	bool reap_first;		/* reap before queueing the preempted fiber */
+	bool reap_first;		/* reap before queueing a migrating preempted fiber */
+	struct fiber_queue preempted;	/* preempted fibers staying here */
+	unsigned int favoured;		/* picks left before the next of them */
+	bool favour_reaped;		/* the ring was reaped for the next of them */
 	struct fiber **timers;		/* min-heap of timed waits, by wake_ns */
 	unsigned int nr_timers, timers_cap;
 	struct fiber *cache;		/* joined fibers, stacks kept for reuse */
@@ -270,6 +296,7 @@ void fiber_global_push(struct fiber *f) FIBER_HIDDEN;
 struct fiber *fiber_runq_pick(struct fiber_worker *w) FIBER_HIDDEN;
 bool fiber_runq_idle(struct fiber_worker *w, uint64_t deadline) FIBER_HIDDEN;
 bool fiber_runq_empty(const struct fiber_worker *w) FIBER_HIDDEN;
+unsigned int fiber_runq_len(const struct fiber_worker *w) FIBER_HIDDEN;
 void fiber_runq_wake_all(void) FIBER_HIDDEN;
 
 /* io.c */

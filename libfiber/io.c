@@ -12,8 +12,10 @@
  *
  * The worker submits once per pass over its run queue (every fiber
  * runnable at the last submission has had its turn since), not once per
- * call, and reaps completions at the same points; completions go to the
- * back of its queue. A worker with nothing to run submits and waits in
+ * call, and reaps completions at the same points, and before a fiber
+ * that ran its slice out runs again (sched.c: preempted_turn()); the
+ * fibers completions wake go to the back of the queue, ahead of preempted
+ * ones. A worker with nothing to run submits and waits in
  * its ring in one call, for a completion, its next timer, or a wake-up
  * (runq.c): an IORING_OP_MSG_RING CQE from another worker's ring, or a
  * write to its eventfd by any other thread.

@@ -275,7 +275,7 @@ void fiber_upcall_handler(struct fiber_upcall_frame *frame)
 		 */
 		bool io = fiber_io_pending(w);
 
-		if (fiber_runq_empty(w) && !w->nr_timers && !io) {
+		if (fiber_runq_empty(w) && !w->preempted.head && !w->nr_timers && !io) {
 			w->ctl.switch_count++;
 		} else {
 			/* Fibers whose I/O completed go before this one. */

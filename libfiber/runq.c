@@ -26,6 +26,10 @@
  * lets the queue's head go first, so two fibers waking each other cannot
  * starve the rest.
  *
+ * Fibers preempted on a worker they stay on are not here: only their
+ * worker touches them, in its own queue (sched.c: preempted_turn()), and
+ * they run after the fibers queued here while they ran.
+ *
  * A worker with nothing to do steals half of a victim's shared queue (the
  * oldest half), looking at the others in turn from a random one, and
  * otherwise waits: in its ring, with its next timer as the timeout, or on
@@ -61,28 +65,6 @@ void fiber_spin_wait(uint32_t *lock)
 			}
 		}
 	} while (__atomic_exchange_n(lock, 1, __ATOMIC_ACQUIRE));
-}
-
-static void queue_push(struct fiber_queue *q, struct fiber *f)
-{
-	f->next = NULL;
-	if (q->tail)
-		q->tail->next = f;
-	else
-		q->head = f;
-	q->tail = f;
-}
-
-static struct fiber *queue_pop(struct fiber_queue *q)
-{
-	struct fiber *f = q->head;
-
-	if (f) {
-		q->head = f->next;
-		if (!q->head)
-			q->tail = NULL;
-	}
-	return f;
 }
 
 static unsigned int load(const unsigned int *p)
@@ -161,7 +143,7 @@ static void wake_idle(struct fiber_worker *except)
 static void rq_push_locked(struct fiber_worker *w, struct fiber *f, bool shared)
 {
 	f->ticket = fiber_arch_ticks();
-	queue_push(shared ? &w->rq.shared : &w->rq.pinned, f);
+	fiber_queue_push(shared ? &w->rq.shared : &w->rq.pinned, f);
 	store(&w->rq.len, w->rq.len + 1);
 	if (shared)
 		store(&w->rq.nr_shared, w->rq.nr_shared + 1);
@@ -188,7 +170,7 @@ void fiber_global_push(struct fiber *f)
 	f->state = FIBER_RUNNABLE;
 	f->ticket = fiber_arch_ticks();
 	fiber_spin_lock(&fiber_sched.global.lock);
-	queue_push(&fiber_sched.global.q, f);
+	fiber_queue_push(&fiber_sched.global.q, f);
 	store(&fiber_sched.global.len, fiber_sched.global.len + 1);
 	fiber_spin_unlock(&fiber_sched.global.lock);
 	wake_idle(NULL);
@@ -233,9 +215,9 @@ static struct fiber *rq_head_locked(struct fiber_worker *w)
 static void rq_pop_locked(struct fiber_worker *w, struct fiber *f)
 {
 	if (f == w->rq.pinned.head) {
-		queue_pop(&w->rq.pinned);
+		fiber_queue_pop(&w->rq.pinned);
 	} else {
-		queue_pop(&w->rq.shared);
+		fiber_queue_pop(&w->rq.shared);
 		store(&w->rq.nr_shared, w->rq.nr_shared - 1);
 	}
 	store(&w->rq.len, w->rq.len - 1);
@@ -254,7 +236,7 @@ static struct fiber *queues_pop(struct fiber_worker *w)
 		fiber_spin_lock(&fiber_sched.global.lock);
 		g = fiber_sched.global.q.head;
 		if (g && (!f || g->ticket < f->ticket)) {
-			queue_pop(&fiber_sched.global.q);
+			fiber_queue_pop(&fiber_sched.global.q);
 			store(&fiber_sched.global.len, fiber_sched.global.len - 1);
 			fiber_spin_unlock(&fiber_sched.global.lock);
 			fiber_spin_unlock(&w->rq.lock);
@@ -351,6 +333,12 @@ static bool queues_empty(const struct fiber_worker *w)
 bool fiber_runq_empty(const struct fiber_worker *w)
 {
 	return !w->runnext && queues_empty(w);
+}
+
+/* How many fibers wait to run on w, or on any worker (racy). */
+unsigned int fiber_runq_len(const struct fiber_worker *w)
+{
+	return (w->runnext != NULL) + load(&w->rq.len) + load(&fiber_sched.global.len);
 }
 
 /* The next fiber for w, or NULL; on w's thread. */

@@ -206,7 +206,7 @@ static void switch_to_worker(struct fiber_worker *w, enum fiber_action action,
 void fiber_preempted(struct fiber_worker *w)
 {
 	w->current->stats.preemptions++;
-	switch_to_worker(w, FIBER_ACT_YIELD, STOP_PREEMPTED);
+	switch_to_worker(w, FIBER_ACT_PREEMPTED, STOP_PREEMPTED);
 }
 
 /*
@@ -391,11 +391,20 @@ static void after_switch(struct fiber_worker *w, struct fiber *f)
 	struct fiber *none = NULL;
 
 	switch (w->action) {
-	case FIBER_ACT_YIELD:
-		if (w->reap_first) {
-			w->reap_first = false;
-			reap(w);
+	case FIBER_ACT_PREEMPTED:
+		if (f->pinned >= 0) {
+			/* Its turn comes in preempted_turn(). */
+			f->state = FIBER_RUNNABLE;
+			fiber_queue_push(&w->preempted, f);
+		} else {
+			/* The global queue is FIFO: what completed goes first. */
+			if (w->reap_first)
+				reap(w);
+			fiber_global_push(f);
 		}
+		w->reap_first = false;
+		break;
+	case FIBER_ACT_YIELD:
 		/* A fiber that may move waits where every worker looks. */
 		if (f->pinned < 0)
 			fiber_global_push(f);
@@ -420,6 +429,33 @@ static void after_switch(struct fiber_worker *w, struct fiber *f)
 }
 
 /*
+ * A fiber preempted on w, if its turn has come, else NULL. A fiber that
+ * ran its slice out waits for those that became runnable meanwhile (an
+ * I/O completion's, a lock's, a timer's), as a scheduler favours tasks
+ * that slept over one that used its time: before each preempted fiber
+ * the ring is reaped once and the fibers then runnable get their turn
+ * first, and what they queued on the ring is submitted before it takes
+ * the CPU for a slice. Once per preempted fiber: a stream of wake-ups
+ * delays it by one round at most, never starves it.
+ */
+static struct fiber *preempted_turn(struct fiber_worker *w)
+{
+	if (!w->preempted.head || (w->favoured && !fiber_runq_empty(w)))
+		return NULL;
+	if (w->has_ring)
+		reap(w);
+	if (!w->favour_reaped) {
+		w->favour_reaped = true;
+		w->favoured = fiber_runq_len(w);
+		if (w->favoured)
+			return NULL;
+	}
+	w->favour_reaped = false;
+	w->favoured = 0;
+	return fiber_queue_pop(&w->preempted);
+}
+
+/*
  * The next fiber for w, or NULL. The ring is submitted and reaped once
  * every fiber that was runnable at the last submission has had its turn.
  */
@@ -431,7 +467,12 @@ static struct fiber *pick_next(struct fiber_worker *w)
 		timers_expire(w, fiber_now_ns());
 	if (w->has_ring && (!w->pass_left || !--w->pass_left))
 		reap(w);
+	f = preempted_turn(w);
+	if (f)
+		return f;
 	f = fiber_runq_pick(w);
+	if (f && w->favoured)
+		w->favoured--;
 	if (!f && w->has_ring && io_uring_cq_ready(&w->ring)) {
 		w->pass_left = 0;
 		return pick_next(w);

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Fibers spinning without function calls on one worker all make progress
- * and get near-equal shares when preempted; cooperatively, the first one
- * keeps the worker to itself.
+ * and get near-equal shares when preempted, beside fibers that yield too;
+ * cooperatively, the first one keeps the worker to itself.
  */
 #include "kselftest_harness.h"
 #include "fiber_test.h"
@@ -120,6 +120,64 @@ TEST_F(fair, three_on_two_workers_pinned)
 		SKIP(return, "kmod mode: /dev/fiber_preempt absent (module not loaded)");
 	ASSERT_LT(0, preemptions);
 	ASSERT_FALSE(moved);
+}
+
+#define NR_YIELDERS	4
+
+struct yielder {
+	atomic_bool *stop;
+	uint64_t count;
+};
+
+static void *yield_main(void *arg)
+{
+	struct yielder *y = arg;
+
+	while (!atomic_load_explicit(y->stop, memory_order_relaxed)) {
+		y->count++;
+		fiber_yield();
+	}
+	return NULL;
+}
+
+/*
+ * Fibers that ran their slice out wait for the others, those that yield
+ * included, but only one round: yielders that are always runnable must
+ * not starve them. Each spinner is preempted about once a slice.
+ */
+TEST_F(fair, spinners_beside_yielders)
+{
+	struct fiber_config cfg = { .workers = 1, .mode = variant->mode, .slice_ns = 1000000 };
+	struct spin s[2] = { 0 };
+	struct yielder y[NR_YIELDERS] = { 0 };
+	fiber_t *fs[2], *fy[NR_YIELDERS];
+	struct fiber_stats st;
+	atomic_bool stop = false;
+	int i;
+
+	FIBER_START(&cfg);
+	for (i = 0; i < NR_YIELDERS; i++) {
+		y[i].stop = &stop;
+		ASSERT_EQ(0, fiber_spawn(&fy[i], yield_main, &y[i]));
+	}
+	for (i = 0; i < 2; i++) {
+		s[i].stop = &stop;
+		ASSERT_EQ(0, fiber_spawn(&fs[i], spin_main, &s[i]));
+	}
+	fiber_sleep(RUN_NS);
+	atomic_store(&stop, true);
+	for (i = 0; i < 2; i++) {
+		ASSERT_EQ(0, fiber_stats(fs[i], &st));
+		TH_LOG("spinner %d: %lu preemptions", i, st.preemptions);
+		/* About 1000 for a 1 ms slice; starved, 1. */
+		EXPECT_LE(50, st.preemptions);
+		ASSERT_EQ(0, fiber_join(fs[i], NULL));
+	}
+	for (i = 0; i < NR_YIELDERS; i++) {
+		ASSERT_EQ(0, fiber_join(fy[i], NULL));
+		EXPECT_LT(0, y[i].count);
+	}
+	ASSERT_EQ(0, fiber_sched_stop());
 }
 
 TEST(cooperative_monopoly)

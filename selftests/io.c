@@ -182,40 +182,43 @@ TEST_F(preempted, completion_reaches_preempted_worker)
 
 struct ordering {
 	int fd;
-	fiber_t *spinner;
+	fiber_t *spinner[2];
 	atomic_bool done;
-	atomic_ulong runs_at_write;	/* the spinner's runs as each byte is sent */
-	int first;			/* bytes whose reader ran before the spinner again */
+	atomic_ulong runs_at_write[2];	/* the spinners' runs as each byte is sent */
+	int first;			/* bytes whose reader ran before either spinner again */
 	int bytes;
 };
 
 static void *ordering_reader(void *arg)
 {
 	struct ordering *o = arg;
-	struct fiber_stats st;
+	struct fiber_stats st[2];
 	char c;
 
 	while (fiber_recv(o->fd, &c, 1, 0) == 1) {
-		fiber_stats(o->spinner, &st);
-		o->first += st.runs == atomic_load(&o->runs_at_write);
+		fiber_stats(o->spinner[0], &st[0]);
+		fiber_stats(o->spinner[1], &st[1]);
+		o->first += st[0].runs == atomic_load(&o->runs_at_write[0]) &&
+			    st[1].runs == atomic_load(&o->runs_at_write[1]);
 		o->bytes++;
 	}
 	return NULL;
 }
 
 /*
- * A preemption that reaps a completion runs the fiber it wakes before
- * the preempted one gets another slice: the reader sees the spinner's
- * run count unchanged since the byte was sent. Queued behind it, the
- * reader would wait a whole slice more, every time.
+ * A fiber woken by a completion runs before fibers that ran their slice
+ * out: before the preempted one gets another slice, and before the other
+ * spinner, queued earlier, gets its turn. The reader sees both spinners'
+ * run counts unchanged since the byte was sent. Queued behind them, it
+ * would wait a slice or two more, every time.
  */
-TEST_F(preempted, completion_runs_before_preempted_fiber)
+TEST_F(preempted, completion_runs_before_preempted_fibers)
 {
 	struct fiber_config cfg = { .workers = 1, .mode = variant->mode, .slice_ns = 200000 };
 	struct ordering o = { 0 };
 	struct fiber_stats fs;
 	fiber_t *reader;
-	int sv[2], i;
+	int sv[2], i, j;
 
 	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
 	FIBER_START(&cfg);
@@ -223,21 +226,25 @@ TEST_F(preempted, completion_runs_before_preempted_fiber)
 	o.fd = sv[0];
 	ASSERT_EQ(0, fiber_spawn(&reader, ordering_reader, &o));
 	fiber_sleep(20000000);
-	ASSERT_EQ(0, fiber_spawn(&o.spinner, spin_until, &o.done));
+	for (j = 0; j < 2; j++)
+		ASSERT_EQ(0, fiber_spawn(&o.spinner[j], spin_until, &o.done));
 	fiber_sleep(20000000);
 	for (i = 0; i < 20; i++) {
-		ASSERT_EQ(0, fiber_stats(o.spinner, &fs));
-		atomic_store(&o.runs_at_write, fs.runs);
+		for (j = 0; j < 2; j++) {
+			ASSERT_EQ(0, fiber_stats(o.spinner[j], &fs));
+			atomic_store(&o.runs_at_write[j], fs.runs);
+		}
 		ASSERT_EQ(1, write(sv[1], "x", 1));
 		fiber_sleep(10000000);
 	}
 	shutdown(sv[1], SHUT_WR);
 	ASSERT_EQ(0, fiber_join(reader, NULL));
 	atomic_store(&o.done, true);
-	ASSERT_EQ(0, fiber_join(o.spinner, NULL));
+	for (j = 0; j < 2; j++)
+		ASSERT_EQ(0, fiber_join(o.spinner[j], NULL));
 	ASSERT_EQ(0, fiber_sched_stop());
 	EXPECT_EQ(20, o.bytes);
-	/* A byte sent as the spinner was being switched to may miss. */
+	/* A byte sent as a spinner was being switched to may miss. */
 	EXPECT_LE(15, o.first) TH_LOG("the reader ran first for %d of 20 bytes", o.first);
 	close(sv[0]);
 	close(sv[1]);
