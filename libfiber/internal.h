@@ -178,6 +178,7 @@ struct fiber_worker {
 	uint64_t mon_switch;		/* switch_count when the slice began */
 	uint64_t mon_deadline;		/* CPU time to look again */
 	uint64_t mon_retry;		/* delay of the next retry */
+	uint64_t slice_start_ns;	/* when the running slice began (atomic) */
 	sigset_t sigmask;		/* the worker's mask outside signal handlers */
 	stack_t altstack;		/* the worker's alternate signal stack */
 	/* io.c: only this worker's thread touches the ring. */
@@ -317,6 +318,24 @@ void fiber_preempt_worker_stop(struct fiber_worker *w) FIBER_HIDDEN;
 int fiber_preempt_sched_started(void) FIBER_HIDDEN;
 void fiber_preempt_sched_stopping(void) FIBER_HIDDEN;
 void fiber_preempt_worker_wakes(void) FIBER_HIDDEN;
+
+/*
+ * The worker's fiber starts a slice: a switch to it, or a new slice where
+ * nothing else could run. The module and the signal handler tell the
+ * slices apart by the switch count. The monitor also needs when it began,
+ * as it looks only now and then: stored before the count, which it reads
+ * first.
+ */
+static inline void fiber_preempt_slice_begins(struct fiber_worker *w)
+{
+	if (fiber_sched.mode != FIBER_PREEMPT_SIGNAL) {
+		/* A plain store: only this thread and its own interrupts look. */
+		w->ctl.switch_count++;
+		return;
+	}
+	__atomic_store_n(&w->slice_start_ns, fiber_now_ns(), __ATOMIC_RELAXED);
+	__atomic_store_n(&w->ctl.switch_count, w->ctl.switch_count + 1, __ATOMIC_RELEASE);
+}
 
 /* sigmask.c */
 void fiber_sigmask_apply(const sigset_t *mask) FIBER_HIDDEN;

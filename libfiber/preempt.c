@@ -276,7 +276,7 @@ void fiber_upcall_handler(struct fiber_upcall_frame *frame)
 		bool io = fiber_io_pending(w);
 
 		if (fiber_runq_empty(w) && !w->preempted.head && !w->nr_timers && !io) {
-			w->ctl.switch_count++;
+			fiber_preempt_slice_begins(w);
 		} else {
 			/* Fibers whose I/O completed go before this one. */
 			w->reap_first = io;
@@ -414,7 +414,11 @@ static int register_worker(struct fiber_worker *w)
  * held it for a slice: it sends the worker SIGURG with that switch count,
  * so the handler can tell a signal that arrives after a switch. CPU time,
  * from the worker's thread clock, makes a worker blocked in a system call
- * no candidate, as the module's timer only runs on a CPU. A deferred
+ * no candidate, as the module's timer only runs on a CPU. The part of a
+ * slice that passed before the monitor first saw it is taken from the
+ * wall clock (slice_start_ns): as much CPU time at most, so a fiber runs
+ * about a slice, not up to two; a worker that lost its CPU meanwhile has
+ * its fiber's slice shortened once. A deferred
  * preemption is retried after RETRY_NS of the worker's CPU time, doubling
  * up to a slice while it stays deferred (a fiber in a long libc call
  * would otherwise take a signal every 20 us).
@@ -438,13 +442,19 @@ static uint64_t clock_ns(clockid_t clock)
 /* One look at w; returns how much more of its CPU time may pass before the next. */
 static uint64_t monitor_worker(struct fiber_worker *w)
 {
-	uint64_t sw = __atomic_load_n(&w->ctl.switch_count, __ATOMIC_RELAXED);
+	uint64_t sw = __atomic_load_n(&w->ctl.switch_count, __ATOMIC_ACQUIRE);
+	uint64_t start = __atomic_load_n(&w->slice_start_ns, __ATOMIC_RELAXED);
 	uint64_t cpu = clock_ns(w->cpu_clock);
 	union sigval v = { .sival_ptr = (void *)(uintptr_t)sw };
+	uint64_t ran;
 
 	if (sw != w->mon_switch) {
+		/* Wall time since it began: at least the CPU time the slice used. */
+		ran = clock_ns(CLOCK_MONOTONIC) - start;
+		if (ran > fiber_sched.slice_ns)
+			ran = fiber_sched.slice_ns;
 		w->mon_switch = sw;
-		w->mon_deadline = cpu + fiber_sched.slice_ns;
+		w->mon_deadline = cpu + fiber_sched.slice_ns - ran;
 		w->mon_retry = RETRY_NS;
 	}
 	if (cpu < w->mon_deadline)

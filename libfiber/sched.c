@@ -502,8 +502,7 @@ static void worker_loop(struct fiber_worker *w)
 		f->stats.runs++;
 		w->ctl.preempt_off = f->preempt_off;
 		w->ctl.pending = 0;
-		/* A plain store: only this thread and its own interrupts look. */
-		w->ctl.switch_count++;
+		fiber_preempt_slice_begins(w);
 		if (f->own_sigmask)
 			fiber_sigmask_apply(&f->sigmask);
 		errno = f->saved_errno;
