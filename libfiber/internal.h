@@ -241,6 +241,7 @@ struct fiber_sched {
 	bool monitor_running;
 	bool monitor_stop;
 	pid_t pid;			/* the sender the signal handler accepts */
+	uid_t uid;			/* the monitor's, in its signals */
 	unsigned int nr_ranges;
 	struct fiber_preempt_range ranges[FIBER_PREEMPT_MAX_RANGES];
 	/* fiber_preempt_add_library() names, resolved at start. */

@@ -439,13 +439,29 @@ static uint64_t clock_ns(clockid_t clock)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
 }
 
+/*
+ * SIGURG for w with the switch count seen: pthread_sigqueue() without the
+ * getpid() and getuid() it makes on every call.
+ */
+static void send_preempt(struct fiber_worker *w, uint64_t sw)
+{
+	siginfo_t si = {
+		.si_signo = PREEMPT_SIGNAL,
+		.si_code = SI_QUEUE,
+	};
+
+	si.si_pid = fiber_sched.pid;
+	si.si_uid = fiber_sched.uid;
+	si.si_value.sival_ptr = (void *)(uintptr_t)sw;
+	syscall(SYS_rt_tgsigqueueinfo, fiber_sched.pid, w->tid, PREEMPT_SIGNAL, &si);
+}
+
 /* One look at w; returns how much more of its CPU time may pass before the next. */
 static uint64_t monitor_worker(struct fiber_worker *w)
 {
 	uint64_t sw = __atomic_load_n(&w->ctl.switch_count, __ATOMIC_ACQUIRE);
 	uint64_t start = __atomic_load_n(&w->slice_start_ns, __ATOMIC_RELAXED);
 	uint64_t cpu = clock_ns(w->cpu_clock);
-	union sigval v = { .sival_ptr = (void *)(uintptr_t)sw };
 	uint64_t ran;
 
 	if (sw != w->mon_switch) {
@@ -459,7 +475,7 @@ static uint64_t monitor_worker(struct fiber_worker *w)
 	}
 	if (cpu < w->mon_deadline)
 		return w->mon_deadline - cpu;
-	pthread_sigqueue(w->thread, PREEMPT_SIGNAL, v);
+	send_preempt(w, sw);
 	w->mon_deadline = cpu + w->mon_retry;
 	if (w->mon_retry < fiber_sched.slice_ns)
 		w->mon_retry *= 2;
@@ -544,6 +560,7 @@ int fiber_preempt_sched_started(void)
 	if (fiber_sched.mode != FIBER_PREEMPT_SIGNAL)
 		return 0;
 	fiber_sched.pid = getpid();
+	fiber_sched.uid = getuid();
 	fiber_sched.monitor_stop = false;
 	if (pthread_create(&fiber_sched.monitor, NULL, monitor_main, NULL))
 		return -EAGAIN;
