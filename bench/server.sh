@@ -14,7 +14,7 @@
 #     in flight beside them, in each mode.
 #
 #   server.sh [--bin DIR] [--modes kmod+signal+off] [--duration-ms D]
-#             [--long K] [--demo]
+#             [--long K] [--slice-us S] [--demo]
 #
 # DIR holds examples/httpd, bench/uring_plain and bench/loadgen (the build
 # tree), or all three side by side, and wrk if it is not on the PATH (the
@@ -26,6 +26,7 @@ dir=$(dirname "$0")
 modes="signal off"
 duration_ms=3000
 long=2
+slice_us=100
 demo=
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -33,6 +34,7 @@ while [ $# -gt 0 ]; do
 	--modes) modes=$(echo "$2" | tr + ' '); shift ;;
 	--duration-ms) duration_ms=$2; shift ;;
 	--long) long=$2; shift ;;
+	--slice-us) slice_us=$2; shift ;;
 	--demo) demo=1 ;;
 	*) echo "server.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
@@ -117,7 +119,7 @@ else
 		wrk_line "impl=uring_plain mode=none" "$figures"
 	fi
 	for mode in $thr_modes; do
-		start "$httpd" --port 0 --workers 1 --mode "$mode" --slice-us 100 || continue
+		start "$httpd" --port 0 --workers 1 --mode "$mode" --slice-us "$slice_us" || continue
 		figures=$(measure_wrk)
 		stop
 		[ -z "$demo" ] && wrk_line "impl=httpd mode=$mode" "$figures"
@@ -132,7 +134,7 @@ rate=$((capacity / 2))
 [ "$rate" -gt 0 ] || rate=1000
 
 for mode in $modes; do
-	start "$httpd" --port 0 --workers 1 --mode "$mode" --slice-us 100 || continue
+	start "$httpd" --port 0 --workers 1 --mode "$mode" --slice-us "$slice_us" || continue
 	alone=$(measure_loadgen $rate 0)
 	[ -n "$alone" ] || echo "server: loadgen failed: $(cat "$tmp/loadgen.out")"
 	with=$(measure_loadgen $rate "$long")
