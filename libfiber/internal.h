@@ -93,6 +93,8 @@ struct fiber {
 	uint64_t wake_ns;		/* timed wait's end, CLOCK_MONOTONIC */
 	uint64_t deadline;		/* fiber_set_deadline(): bounds its I/O calls */
 	struct fiber_stats stats;
+	/* Preempted: the upcall frame on its stack (atomic; else NULL). */
+	struct fiber_upcall_frame *upcall_frame;
 };
 
 #define FIBER_JOIN_THREAD	((struct fiber *)1)	/* a thread waits on sched.done */

@@ -197,6 +197,30 @@ static int add_env_libraries(void)
 	return 0;
 }
 
+/*
+ * libfiber's own object, when it is not the executable (the first object
+ * reported): its CFI only, for fiber_backtrace() through its frames.
+ */
+static int find_libfiber(struct dl_phdr_info *info, size_t size, void *data)
+{
+	uintptr_t self = (uintptr_t)fiber_backtrace;
+	int *seen = data;
+	int i;
+
+	if ((*seen)++ == 0)
+		return 0;
+	for (i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		uintptr_t start = info->dlpi_addr + ph->p_vaddr;
+
+		if (ph->p_type == PT_LOAD && self >= start && self < start + ph->p_memsz) {
+			fiber_unwind_add_object(info);
+			return 1;
+		}
+	}
+	return 0;
+}
+
 /* The executable's code and the libraries the program named. */
 static int find_preemptible_code(void)
 {
@@ -214,7 +238,10 @@ static int find_preemptible_code(void)
 		if (err)
 			return err;
 	}
-	return add_env_libraries();
+	err = add_env_libraries();
+	if (!err)
+		dl_iterate_phdr(find_libfiber, &(int){ 0 });
+	return err;
 }
 
 static bool pc_preemptible(uint64_t pc)
@@ -280,7 +307,10 @@ void fiber_upcall_handler(struct fiber_upcall_frame *frame)
 		} else {
 			/* Fibers whose I/O completed go before this one. */
 			w->reap_first = io;
+			/* Where fiber_backtrace() starts while it waits. */
+			__atomic_store_n(&f->upcall_frame, frame, __ATOMIC_RELAXED);
 			fiber_preempted(w);
+			__atomic_store_n(&f->upcall_frame, NULL, __ATOMIC_RELAXED);
 		}
 	}
 	/* A preempted fiber resumes on the worker it was preempted on. */

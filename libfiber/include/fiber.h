@@ -208,6 +208,21 @@ int fiber_detach(fiber_t *fiber);
  */
 int fiber_stats(fiber_t *fiber, struct fiber_stats *st);
 
+/*
+ * Store in pcs up to max addresses where fiber is, innermost first, as
+ * backtrace(3) does: the caller's own fiber from its caller on; a fiber
+ * that waits (runnable, blocked, preempted) from where it stopped: for a
+ * preempted one the first address is the very instruction it was
+ * interrupted at, then the return addresses of its callers, down to the
+ * function the fiber was spawned with. Frames are followed through the
+ * program, libfiber and the libraries named preemptible; the walk stops
+ * at a frame of another library. Valid on the same fibers as
+ * fiber_stats(). Returns the number stored (0 for a fiber that has not
+ * started or has returned), -EBUSY when fiber runs on another worker,
+ * or -EINVAL for a NULL fiber, a negative max or a NULL pcs with max > 0.
+ */
+int fiber_backtrace(fiber_t *fiber, void **pcs, int max);
+
 /* Let other runnable fibers run; returns at once when called outside a fiber. */
 void fiber_yield(void);
 

@@ -46,4 +46,21 @@ static inline uint64_t fiber_unwind_strip_ra(uint64_t ra)
 	return x30;
 }
 
+/*
+ * A switched-out fiber, from the switch frame fiber_switch() left at sp
+ * (frame.h): x19-x29, and x30, the return address into the function that
+ * switched.
+ */
+static inline void fiber_unwind_from_switch(struct fiber_unwind_regs *r, uintptr_t sp)
+{
+	const uint64_t *s = (const uint64_t *)sp;
+	int i;
+
+	for (i = 19; i <= 30; i++)
+		r->reg[i] = s[SWITCH_FRAME_X19 / 8 + i - 19];
+	r->reg[31] = sp + SWITCH_FRAME_SIZE;
+	r->pc = fiber_unwind_strip_ra(r->reg[30]);
+	r->caller = true;
+}
+
 #endif /* LIBFIBER_ARCH_AARCH64_UNWIND_H */

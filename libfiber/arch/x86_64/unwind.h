@@ -49,6 +49,26 @@ static inline void fiber_unwind_from_ucontext(struct fiber_unwind_regs *r, const
 	r->pc = r->reg[16] = uc->uc_mcontext.gregs[REG_RIP];
 }
 
+/*
+ * A switched-out fiber, from the switch frame fiber_switch() left at sp
+ * (frame.h): the callee-saved registers, and the return address into
+ * the function that switched.
+ */
+static inline void fiber_unwind_from_switch(struct fiber_unwind_regs *r, uintptr_t sp)
+{
+	const uint64_t *s = (const uint64_t *)sp;
+
+	r->reg[15] = s[1];
+	r->reg[14] = s[SWITCH_FRAME_R14 / 8];
+	r->reg[13] = s[SWITCH_FRAME_R13 / 8];
+	r->reg[12] = s[SWITCH_FRAME_R12 / 8];
+	r->reg[3] = s[5];
+	r->reg[6] = s[SWITCH_FRAME_RBP / 8];
+	r->reg[7] = sp + SWITCH_FRAME_SIZE;
+	r->pc = r->reg[16] = s[SWITCH_FRAME_RET / 8];
+	r->caller = true;
+}
+
 /* No pointer authentication on x86_64. */
 static inline uint64_t fiber_unwind_strip_ra(uint64_t ra)
 {
