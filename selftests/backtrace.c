@@ -21,6 +21,7 @@ enum bt_how { BT_LOCK, BT_YIELD, BT_SPIN, BT_SELF };
 struct bt {
 	enum bt_how how;
 	fiber_mutex_t *lock;
+	fiber_t *target;		/* an observer's: whose backtrace it takes */
 	atomic_bool stop;
 	atomic_bool deep;		/* it reached the innermost function */
 	void *pcs[MAX_PCS];		/* BT_SELF: its own backtrace */
@@ -122,6 +123,28 @@ static void wait_deep(struct bt *b)
 	fiber_sleep(20000000);
 }
 
+/* Taken by a fiber of the same worker, while the target waits in the run queue. */
+static void *observe(void *arg)
+{
+	struct bt *obs = arg;
+
+	obs->n = fiber_backtrace(obs->target, obs->pcs, MAX_PCS);
+	return NULL;
+}
+
+/* Starts b's fiber as *f, and once it is deep, has obs take its backtrace. */
+static void observed(struct __test_metadata *_metadata, struct bt *b, fiber_t **f,
+		     struct bt *obs)
+{
+	fiber_t *o;
+
+	ASSERT_EQ(0, fiber_spawn(f, bt_outer, b));
+	wait_deep(b);
+	obs->target = *f;
+	ASSERT_EQ(0, fiber_spawn(&o, observe, obs));
+	ASSERT_EQ(0, fiber_join(o, NULL));
+}
+
 TEST(blocked_on_a_mutex)
 {
 	struct fiber_config cfg = { .workers = 1, .mode = FIBER_PREEMPT_OFF };
@@ -145,27 +168,15 @@ TEST(blocked_on_a_mutex)
 	ASSERT_EQ(0, fiber_sched_stop());
 }
 
-/* Taken by a fiber of the same worker, while the target waits in the run queue. */
-static void *observe(void *arg)
-{
-	struct bt *b = arg;
-
-	b->n = fiber_backtrace(*(fiber_t **)b->pcs, b->pcs, MAX_PCS);
-	return NULL;
-}
 
 TEST(runnable_after_a_yield)
 {
 	struct fiber_config cfg = { .workers = 1, .mode = FIBER_PREEMPT_OFF };
 	struct bt b = { .how = BT_YIELD }, obs = { 0 };
-	fiber_t *f, *o;
+	fiber_t *f;
 
 	FIBER_START(&cfg);
-	ASSERT_EQ(0, fiber_spawn(&f, bt_outer, &b));
-	wait_deep(&b);
-	*(fiber_t **)obs.pcs = f;
-	ASSERT_EQ(0, fiber_spawn(&o, observe, &obs));
-	ASSERT_EQ(0, fiber_join(o, NULL));
+	observed(_metadata, &b, &f, &obs);
 	EXPECT_TRUE(chain_found(_metadata, obs.pcs, obs.n, "bt_inner_yield"));
 	atomic_store(&b.stop, true);
 	ASSERT_EQ(0, fiber_join(f, NULL));
@@ -247,14 +258,10 @@ TEST_F_TIMEOUT(preempted, at_the_interrupted_instruction, 60)
 	struct fiber_config cfg = { .workers = 1, .mode = variant->mode, .slice_ns = 1000000 };
 	struct bt b = { .how = BT_SPIN }, obs = { 0 };
 	Dl_info info;
-	fiber_t *f, *o;
+	fiber_t *f;
 
 	FIBER_START(&cfg);
-	ASSERT_EQ(0, fiber_spawn(&f, bt_outer, &b));
-	wait_deep(&b);
-	*(fiber_t **)obs.pcs = f;
-	ASSERT_EQ(0, fiber_spawn(&o, observe, &obs));
-	ASSERT_EQ(0, fiber_join(o, NULL));
+	observed(_metadata, &b, &f, &obs);
 	ASSERT_LE(3, obs.n);
 	/* The interrupted PC itself: dladdr() of it, not of it - 1. */
 	ASSERT_NE(0, dladdr(obs.pcs[0], &info));

@@ -20,29 +20,43 @@
 
 FIBER_MODE_FIXTURE(slices);
 
+/* Two spinners on the worker until they have run TARGET_RUNS slices between them. */
+static void spin_two(struct __test_metadata *_metadata, struct slices *sl)
+{
+	fiber_t *a, *b;
+
+	ASSERT_EQ(0, fiber_spawn(&a, slices_spin, sl));
+	ASSERT_EQ(0, fiber_spawn(&b, slices_spin, sl));
+	FIBER_WAIT_FOR(atomic_load(&sl->nr_runs) >= TARGET_RUNS, TIME_LIMIT_NS);
+	atomic_store(&sl->stop, true);
+	ASSERT_EQ(0, fiber_join(a, NULL));
+	ASSERT_EQ(0, fiber_join(b, NULL));
+}
+
+/* The median and p90 run lengths; false when too few runs came. */
+static bool enough_runs(struct __test_metadata *_metadata, struct slices *sl,
+			uint64_t *median, uint64_t *p90)
+{
+	*median = slices_percentile(sl, 50);
+	*p90 = slices_percentile(sl, 90);
+	TH_LOG("%d runs: median %lu us, p90 %lu us (slice %llu us)",
+	       atomic_load(&sl->nr_runs), *median / 1000, *p90 / 1000, SLICE_NS / 1000);
+	return atomic_load(&sl->nr_runs) >= TARGET_RUNS;
+}
+
 TEST_F_TIMEOUT(slices, median_run_near_the_slice, 120)
 {
 	struct fiber_config cfg = { .workers = 1, .mode = variant->mode, .slice_ns = SLICE_NS };
 	static struct slices sl;
-	fiber_t *a, *b;
 	uint64_t median, p90;
 
 	FIBER_START(&cfg);
 	/* Idle long enough for signal mode's monitor to park: spawns wake it. */
 	usleep(20000);
 	slices_begin(&sl);
-	ASSERT_EQ(0, fiber_spawn(&a, slices_spin, &sl));
-	ASSERT_EQ(0, fiber_spawn(&b, slices_spin, &sl));
-	FIBER_WAIT_FOR(atomic_load(&sl.nr_runs) >= TARGET_RUNS, TIME_LIMIT_NS);
-	atomic_store(&sl.stop, true);
-	ASSERT_EQ(0, fiber_join(a, NULL));
-	ASSERT_EQ(0, fiber_join(b, NULL));
+	spin_two(_metadata, &sl);
 	ASSERT_EQ(0, fiber_sched_stop());
-	median = slices_percentile(&sl, 50);
-	p90 = slices_percentile(&sl, 90);
-	TH_LOG("%d runs: median %lu us, p90 %lu us (slice %llu us)",
-	       atomic_load(&sl.nr_runs), median / 1000, p90 / 1000, SLICE_NS / 1000);
-	ASSERT_LE(TARGET_RUNS, atomic_load(&sl.nr_runs));
+	ASSERT_TRUE(enough_runs(_metadata, &sl, &median, &p90));
 	/* Tick-driven timing gave 7.9 ms; the bound leaves room for a loaded host. */
 	ASSERT_LE(SLICE_NS / 2, median);
 	ASSERT_GE(SLICE_NS * 4, median);
@@ -88,7 +102,7 @@ TEST_F_TIMEOUT(slices, runs_near_the_slice_beside_io, 120)
 	struct fiber_config cfg = { .workers = 1, .mode = variant->mode, .slice_ns = SLICE_NS };
 	static struct slices sl;
 	struct drain d[WRITERS];
-	fiber_t *a, *b, *w[WRITERS];
+	fiber_t *w[WRITERS];
 	pthread_t drainer[WRITERS];
 	uint64_t median, p90;
 	int sv[WRITERS][2], i;
@@ -103,12 +117,7 @@ TEST_F_TIMEOUT(slices, runs_near_the_slice_beside_io, 120)
 					    (void *)(intptr_t)sv[i][0]));
 		ASSERT_EQ(0, fiber_spawn(&w[i], writer, &d[i]));
 	}
-	ASSERT_EQ(0, fiber_spawn(&a, slices_spin, &sl));
-	ASSERT_EQ(0, fiber_spawn(&b, slices_spin, &sl));
-	FIBER_WAIT_FOR(atomic_load(&sl.nr_runs) >= TARGET_RUNS, TIME_LIMIT_NS);
-	atomic_store(&sl.stop, true);
-	ASSERT_EQ(0, fiber_join(a, NULL));
-	ASSERT_EQ(0, fiber_join(b, NULL));
+	spin_two(_metadata, &sl);
 	for (i = 0; i < WRITERS; i++) {
 		ASSERT_EQ(0, fiber_join(w[i], NULL));
 		shutdown(sv[i][1], SHUT_WR);
@@ -117,11 +126,7 @@ TEST_F_TIMEOUT(slices, runs_near_the_slice_beside_io, 120)
 		close(sv[i][1]);
 	}
 	ASSERT_EQ(0, fiber_sched_stop());
-	median = slices_percentile(&sl, 50);
-	p90 = slices_percentile(&sl, 90);
-	TH_LOG("%d runs: median %lu us, p90 %lu us (slice %llu us)",
-	       atomic_load(&sl.nr_runs), median / 1000, p90 / 1000, SLICE_NS / 1000);
-	ASSERT_LE(TARGET_RUNS, atomic_load(&sl.nr_runs));
+	ASSERT_TRUE(enough_runs(_metadata, &sl, &median, &p90));
 	ASSERT_GE(SLICE_NS * 4, median);
 	ASSERT_GE(SLICE_NS * 5, p90);
 }
