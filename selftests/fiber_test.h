@@ -31,6 +31,16 @@
 	ASSERT_EQ((cfg)->mode, fiber_sched_mode());			\
 } while (0)
 
+/* Skips when worker 0 has no ring (qemu-user has no io_uring). */
+#define SKIP_WITHOUT_RING() do {					\
+	struct fiber_worker_stats __st;					\
+	ASSERT_EQ(0, fiber_worker_stats(0, &__st));			\
+	if (!__st.ring_entries) {					\
+		fiber_sched_stop();					\
+		SKIP(return, "no io_uring in this kernel or emulator: calls block"); \
+	}								\
+} while (0)
+
 static inline uint64_t test_now_ns(void)
 {
 	struct timespec ts;

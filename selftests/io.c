@@ -19,16 +19,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-/* Skips when worker 0 has no ring (qemu-user has no io_uring). */
-#define SKIP_WITHOUT_RING() do {					\
-	struct fiber_worker_stats __st;					\
-	ASSERT_EQ(0, fiber_worker_stats(0, &__st));			\
-	if (!__st.ring_entries) {					\
-		fiber_sched_stop();					\
-		SKIP(return, "no io_uring in this kernel or emulator: calls block"); \
-	}								\
-} while (0)
-
 #define START_WITH_RING(cfg) do {					\
 	ASSERT_EQ(0, fiber_sched_start(cfg));				\
 	SKIP_WITHOUT_RING();						\
