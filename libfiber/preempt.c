@@ -50,7 +50,6 @@
 
 #define PREEMPT_SIGNAL	SIGURG
 #define RETRY_NS	20000ULL
-#define MONITOR_PARK_NS	1000000ULL
 
 extern const char __start_libfiber_text[] __attribute__((weak)) FIBER_HIDDEN;
 extern const char __stop_libfiber_text[] __attribute__((weak)) FIBER_HIDDEN;
@@ -302,7 +301,7 @@ void fiber_upcall_handler(struct fiber_upcall_frame *frame)
 		 */
 		bool io = fiber_io_pending(w);
 
-		if (fiber_runq_empty(w) && !w->preempted.head && !w->nr_timers && !io) {
+		if (fiber_runq_empty(w) && !w->nr_timers && !io) {
 			fiber_preempt_slice_begins(w);
 		} else {
 			/* Fibers whose I/O completed go before this one. */
@@ -455,11 +454,12 @@ static int register_worker(struct fiber_worker *w)
  *
  * A worker between two fibers, in its scheduler, is about to run one: the
  * monitor looks again a slice later, as a busy server's workers spend a
- * good part of their time there. Only when every worker has waited for
- * work for MONITOR_PARK_NS does the monitor stop looking: it parks on
- * fiber_sched.monitor_parked, and the first worker to wake wakes it
- * (fiber_preempt_worker_wakes()), so a fiber that starts to spin on an
- * idle program is still preempted within a slice or two.
+ * good part of their time there. When every worker waits for work, the
+ * monitor stops looking: it parks on fiber_sched.monitor_parked, and the
+ * first worker to wake wakes it (fiber_preempt_worker_wakes()), so a
+ * program that wakes now and then costs a monitor wake-up per wake-up,
+ * not one per slice, and a fiber that starts to spin on an idle program
+ * is still preempted (as soon as the kernel runs the monitor).
  */
 static uint64_t clock_ns(clockid_t clock)
 {
@@ -546,7 +546,7 @@ void fiber_preempt_worker_wakes(void)
 
 static void *monitor_main(void *arg)
 {
-	uint64_t sleep_ns, next, idle_ns = 0;
+	uint64_t sleep_ns, next;
 	struct timespec ts;
 	unsigned int i;
 
@@ -567,14 +567,9 @@ static void *monitor_main(void *arg)
 			if (next < sleep_ns)
 				sleep_ns = next;
 		}
-		if (!all_workers_idle()) {
-			idle_ns = 0;
-		} else if (idle_ns >= MONITOR_PARK_NS) {
+		if (all_workers_idle()) {
 			monitor_park();
-			idle_ns = 0;
 			continue;
-		} else {
-			idle_ns += sleep_ns;
 		}
 		if (sleep_ns < RETRY_NS)
 			sleep_ns = RETRY_NS;

@@ -329,10 +329,13 @@ static bool queues_empty(const struct fiber_worker *w)
 	return !load(&w->rq.len) && !load(&fiber_sched.global.len);
 }
 
-/* Whether nothing else waits to run on w (racy: for deciding to switch). */
+/*
+ * Whether nothing else waits to run on w, preempted fibers included
+ * (racy: for deciding to switch). On w's thread.
+ */
 bool fiber_runq_empty(const struct fiber_worker *w)
 {
-	return !w->runnext && queues_empty(w);
+	return !w->runnext && queues_empty(w) && !w->preempted.head;
 }
 
 /* How many fibers wait to run on w, or on any worker (racy). */

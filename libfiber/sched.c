@@ -440,7 +440,7 @@ static void after_switch(struct fiber_worker *w, struct fiber *f)
  */
 static struct fiber *preempted_turn(struct fiber_worker *w)
 {
-	if (!w->preempted.head || (w->favoured && !fiber_runq_empty(w)))
+	if (!w->preempted.head || (w->favoured && fiber_runq_len(w)))
 		return NULL;
 	if (w->has_ring)
 		reap(w);
@@ -473,6 +473,12 @@ static struct fiber *pick_next(struct fiber_worker *w)
 	f = fiber_runq_pick(w);
 	if (f && w->favoured)
 		w->favoured--;
+	/* The fibers favoured went to other workers meanwhile. */
+	if (!f && w->preempted.head) {
+		w->favour_reaped = false;
+		w->favoured = 0;
+		return fiber_queue_pop(&w->preempted);
+	}
 	if (!f && w->has_ring && io_uring_cq_ready(&w->ring)) {
 		w->pass_left = 0;
 		return pick_next(w);

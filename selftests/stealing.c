@@ -288,4 +288,74 @@ TEST(timers_in_deadline_order)
 	}
 }
 
+#define DRAIN_CYCLES	60
+#define DRAIN_SPINNERS	2
+#define DRAIN_BURST_NS	20000000ULL
+
+struct drain_spinner {
+	atomic_bool *stop;
+	atomic_bool done;
+};
+
+static void *drain_spin(void *arg)
+{
+	struct drain_spinner *d = arg;
+	volatile unsigned long n = 0;
+
+	while (!atomic_load_explicit(d->stop, memory_order_relaxed))
+		n++;
+	atomic_store(&d->done, true);
+	return NULL;
+}
+
+static void *short_work(void *arg)
+{
+	volatile unsigned long n = (uintptr_t)arg;
+
+	while (n)
+		n--;
+	return NULL;
+}
+
+/*
+ * A worker favours the fibers queued before its preempted ones, counting
+ * the global queue too; when other workers empty that queue first, it
+ * must still run its preempted fibers rather than wait for work with
+ * them queued. Spinners beside bursts of short fibers spawned from this
+ * thread (to the global queue), on four workers: each cycle's spinners
+ * all end. Stranded, a spinner never ends and the join never returns.
+ */
+TEST(preempted_fibers_outlive_a_drained_queue)
+{
+	struct fiber_config cfg = { .workers = 4, .mode = FIBER_PREEMPT_SIGNAL, .slice_ns = 100000 };
+	struct drain_spinner d[DRAIN_SPINNERS];
+	fiber_t *spinner[DRAIN_SPINNERS], *f;
+	atomic_bool stop;
+	unsigned int seed = 1;
+	uint64_t start;
+	int cycle, i;
+
+	FIBER_START(&cfg);
+	for (cycle = 0; cycle < DRAIN_CYCLES; cycle++) {
+		atomic_store(&stop, false);
+		for (i = 0; i < DRAIN_SPINNERS; i++) {
+			d[i].stop = &stop;
+			atomic_store(&d[i].done, false);
+			ASSERT_EQ(0, fiber_spawn(&spinner[i], drain_spin, &d[i]));
+		}
+		for (start = test_now_ns(); test_now_ns() - start < DRAIN_BURST_NS;) {
+			ASSERT_EQ(0, fiber_spawn(&f, short_work, (void *)(uintptr_t)(rand_r(&seed) % 5000)));
+			ASSERT_EQ(0, fiber_detach(f));
+			usleep(rand_r(&seed) % 300);
+		}
+		atomic_store(&stop, true);
+		for (i = 0; i < DRAIN_SPINNERS; i++) {
+			FIBER_WAIT_FOR(atomic_load(&d[i].done), 10000000000ULL);
+			ASSERT_TRUE(atomic_load(&d[i].done)) TH_LOG("cycle %d: spinner %d stranded", cycle, i);
+			ASSERT_EQ(0, fiber_join(spinner[i], NULL));
+		}
+	}
+	ASSERT_EQ(0, fiber_sched_stop());
+}
+
 TEST_HARNESS_MAIN
