@@ -170,29 +170,45 @@ TEST_F(preempted, completion_reaches_preempted_worker)
 	close(sv[1]);
 }
 
+#define ORDERING_BYTES		20
+#define ORDERING_ATTEMPTS	60
+
 struct ordering {
 	int fd;
 	fiber_t *spinner[2];
 	atomic_bool done;
-	atomic_ulong runs_at_write[2];	/* the spinners' runs as each byte is sent */
-	int first;			/* bytes whose reader ran before either spinner again */
-	int bytes;
+	atomic_ulong seen[2];		/* the spinners' runs when the reader woke */
+	atomic_int got;			/* bytes the reader received */
 };
 
 static void *ordering_reader(void *arg)
 {
 	struct ordering *o = arg;
-	struct fiber_stats st[2];
+	struct fiber_stats st;
 	char c;
+	int j;
 
 	while (fiber_recv(o->fd, &c, 1, 0) == 1) {
-		fiber_stats(o->spinner[0], &st[0]);
-		fiber_stats(o->spinner[1], &st[1]);
-		o->first += st[0].runs == atomic_load(&o->runs_at_write[0]) &&
-			    st[1].runs == atomic_load(&o->runs_at_write[1]);
-		o->bytes++;
+		for (j = 0; j < 2; j++) {
+			fiber_stats(o->spinner[j], &st);
+			atomic_store(&o->seen[j], st.runs);
+		}
+		atomic_fetch_add(&o->got, 1);
 	}
 	return NULL;
+}
+
+/* Both spinners' run counts, summed with a weight: any run changes it. */
+static unsigned long spinner_runs(struct ordering *o, unsigned long *runs)
+{
+	struct fiber_stats st;
+	int j;
+
+	for (j = 0; j < 2; j++) {
+		fiber_stats(o->spinner[j], &st);
+		runs[j] = st.runs;
+	}
+	return runs[0] * 1000003 + runs[1];
 }
 
 /*
@@ -200,15 +216,16 @@ static void *ordering_reader(void *arg)
  * out: before the preempted one gets another slice, and before the other
  * spinner, queued earlier, gets its turn. The reader sees both spinners'
  * run counts unchanged since the byte was sent. Queued behind them, it
- * would wait a slice or two more, every time.
+ * would wait a slice or two more, every time. A byte during whose write
+ * a spinner was switched to proves nothing and does not count.
  */
 TEST_F(preempted, completion_runs_before_preempted_fibers)
 {
 	struct fiber_config cfg = { .workers = 1, .mode = variant->mode, .slice_ns = 200000 };
 	struct ordering o = { 0 };
-	struct fiber_stats fs;
+	unsigned long before[2], after[2];
+	int sv[2], j, attempts, counted = 0, first = 0;
 	fiber_t *reader;
-	int sv[2], i, j;
 
 	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
 	FIBER_START(&cfg);
@@ -219,13 +236,19 @@ TEST_F(preempted, completion_runs_before_preempted_fibers)
 	for (j = 0; j < 2; j++)
 		ASSERT_EQ(0, fiber_spawn(&o.spinner[j], spin_until, &o.done));
 	fiber_sleep(20000000);
-	for (i = 0; i < 20; i++) {
-		for (j = 0; j < 2; j++) {
-			ASSERT_EQ(0, fiber_stats(o.spinner[j], &fs));
-			atomic_store(&o.runs_at_write[j], fs.runs);
-		}
+	for (attempts = 0; attempts < ORDERING_ATTEMPTS && counted < ORDERING_BYTES; attempts++) {
+		int got = atomic_load(&o.got);
+		unsigned long b = spinner_runs(&o, before);
+
 		ASSERT_EQ(1, write(sv[1], "x", 1));
-		fiber_sleep(10000000);
+		if (spinner_runs(&o, after) != b) {
+			FIBER_WAIT_FOR(atomic_load(&o.got) > got, 10000000000ULL);
+			continue;
+		}
+		FIBER_WAIT_FOR(atomic_load(&o.got) > got, 10000000000ULL);
+		ASSERT_LT(got, atomic_load(&o.got));
+		counted++;
+		first += atomic_load(&o.seen[0]) == before[0] && atomic_load(&o.seen[1]) == before[1];
 	}
 	shutdown(sv[1], SHUT_WR);
 	ASSERT_EQ(0, fiber_join(reader, NULL));
@@ -233,9 +256,9 @@ TEST_F(preempted, completion_runs_before_preempted_fibers)
 	for (j = 0; j < 2; j++)
 		ASSERT_EQ(0, fiber_join(o.spinner[j], NULL));
 	ASSERT_EQ(0, fiber_sched_stop());
-	EXPECT_EQ(20, o.bytes);
-	/* A byte sent as a spinner was being switched to may miss. */
-	EXPECT_LE(15, o.first) TH_LOG("the reader ran first for %d of 20 bytes", o.first);
+	ASSERT_EQ(ORDERING_BYTES, counted) TH_LOG("%d attempts", attempts);
+	/* A byte sent as a spinner was being switched to may still miss. */
+	EXPECT_LE(15, first) TH_LOG("the reader ran first for %d of %d bytes", first, counted);
 	close(sv[0]);
 	close(sv[1]);
 }
