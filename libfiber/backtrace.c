@@ -21,8 +21,11 @@
 
 #define BACKTRACE_TRIES	4
 
-/* Return addresses from r up to the fiber's first frame; skips the first skip. */
-static int walk(struct fiber_unwind_regs *r, const struct fiber *f, void **pcs, int max,
+/*
+ * Return addresses from r up to the fiber's first frame, reading only its
+ * stack, [lo, hi); skips the first skip.
+ */
+static int walk(struct fiber_unwind_regs *r, uintptr_t lo, uintptr_t hi, void **pcs, int max,
 		int skip)
 {
 	int n = 0, depth;
@@ -34,10 +37,18 @@ static int walk(struct fiber_unwind_regs *r, const struct fiber *f, void **pcs, 
 			skip--;
 		else
 			pcs[n++] = (void *)(uintptr_t)r->pc;
-		if (fiber_unwind_step(r, f->stack_lo, f->stack_hi) != 1)
+		if (fiber_unwind_step(r, lo, hi) != 1)
 			break;
 	}
 	return n;
+}
+
+int fiber_backtrace_uc(const struct fiber *f, const ucontext_t *uc, void **pcs, int max)
+{
+	struct fiber_unwind_regs r = { 0 };
+
+	fiber_unwind_from_ucontext(&r, uc);
+	return walk(&r, f->stack_lo, f->stack_hi, pcs, max, 0);
 }
 
 /* Whether a worker runs f, or is switching to or from it. */
@@ -57,6 +68,7 @@ int fiber_backtrace(fiber_t *f, void **pcs, int max)
 	struct fiber_upcall_frame *frame;
 	struct fiber_unwind_regs r = { 0 };
 	ucontext_t uc;
+	uintptr_t lo, hi, sp;
 	uint64_t runs;
 	int tries, n;
 
@@ -68,7 +80,7 @@ int fiber_backtrace(fiber_t *f, void **pcs, int max)
 		fiber_unwind_from_ucontext(&r, &uc);
 		r.caller = true;
 		/* Without this function's own frame. */
-		return walk(&r, f, pcs, max, 1);
+		return walk(&r, f->stack_lo, f->stack_hi, pcs, max, 1);
 	}
 	for (tries = 0; tries < BACKTRACE_TRIES; tries++) {
 		runs = __atomic_load_n(&f->stats.runs, __ATOMIC_ACQUIRE);
@@ -77,12 +89,18 @@ int fiber_backtrace(fiber_t *f, void **pcs, int max)
 		/* Returned, or never run: nothing on its stack. */
 		if (__atomic_load_n(&f->state, __ATOMIC_ACQUIRE) == FIBER_DONE || !runs)
 			return 0;
+		lo = __atomic_load_n(&f->stack_lo, __ATOMIC_RELAXED);
+		hi = __atomic_load_n(&f->stack_hi, __ATOMIC_RELAXED);
 		frame = __atomic_load_n(&f->upcall_frame, __ATOMIC_ACQUIRE);
+		sp = frame ? (uintptr_t)frame : (uintptr_t)__atomic_load_n(&f->sp, __ATOMIC_ACQUIRE);
+		/* Off its stack: a dump's fiber was freed and spawned again meanwhile. */
+		if (sp < lo || sp + (frame ? sizeof(*frame) : SWITCH_FRAME_SIZE) > hi)
+			continue;
 		if (frame)
 			fiber_unwind_from_upcall(&r, frame);
 		else
-			fiber_unwind_from_switch(&r, (uintptr_t)__atomic_load_n(&f->sp, __ATOMIC_ACQUIRE));
-		n = walk(&r, f, pcs, max, 0);
+			fiber_unwind_from_switch(&r, sp);
+		n = walk(&r, lo, hi, pcs, max, 0);
 		__atomic_thread_fence(__ATOMIC_ACQUIRE);
 		if (__atomic_load_n(&f->stats.runs, __ATOMIC_RELAXED) == runs && !on_a_worker(f))
 			return n;

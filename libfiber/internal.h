@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
+#include <ucontext.h>
 #include <liburing.h>
 #include <linux/fiber_preempt.h>
 
@@ -32,6 +33,17 @@ enum fiber_action {
 	FIBER_ACT_BLOCK,	/* parked; release w->park_lock if set */
 	FIBER_ACT_JOIN,		/* waits for w->join_target to return */
 	FIBER_ACT_EXIT,		/* returned */
+};
+
+/* What a fiber waits for, for fiber_dump(): set around its waits. */
+enum fiber_wait {
+	FIBER_WAIT_NONE,
+	FIBER_WAIT_JOIN,	/* wait_obj: the fiber joined */
+	FIBER_WAIT_SLEEP,	/* until wake_ns */
+	FIBER_WAIT_IO,		/* wait_op: IORING_OP_*, on wait_fd */
+	FIBER_WAIT_MUTEX,	/* wait_obj: a fiber_mutex_t */
+	FIBER_WAIT_COND,	/* wait_obj: a fiber_cond_t */
+	FIBER_WAIT_LOCK,	/* wait_obj: a pthread lock or once, or a C++ guard */
 };
 
 /*
@@ -95,7 +107,29 @@ struct fiber {
 	struct fiber_stats stats;
 	/* Preempted: the upcall frame on its stack (atomic; else NULL). */
 	struct fiber_upcall_frame *upcall_frame;
+	/* dump.c: every fiber spawned and not yet freed, newest first. */
+	struct fiber *all_next, *all_prev;
+	uint64_t id;
+	char name[FIBER_NAME_MAX];
+	uint64_t run_ticks;		/* time on a worker, fiber_arch_ticks() units */
+	/* What it waits for (enum fiber_wait), read racily by dumps. */
+	uint8_t wait;
+	uint8_t wait_op;
+	int wait_fd;
+	const void *wait_obj;
 };
+
+static inline void fiber_wait_begins(struct fiber *f, enum fiber_wait wait, const void *obj)
+{
+	f->wait_obj = obj;
+	/* A dump that reads the reason reads its object too. */
+	__atomic_store_n(&f->wait, wait, __ATOMIC_RELEASE);
+}
+
+static inline void fiber_wait_ends(struct fiber *f)
+{
+	f->wait = FIBER_WAIT_NONE;
+}
 
 #define FIBER_JOIN_THREAD	((struct fiber *)1)	/* a thread waits on sched.done */
 #define FIBER_JOIN_DONE		((struct fiber *)2)	/* the fiber has returned */
@@ -171,6 +205,7 @@ struct fiber_worker {
 	unsigned int nr_cached;
 	long live;			/* see fiber_sched.live_outside */
 	uint64_t switches;
+	uint64_t run_start;		/* fiber_arch_ticks() when its last fiber stopped */
 	uint64_t steals;		/* fibers taken from other workers */
 	uint64_t wakeups;		/* wake-ups sent to it while it slept */
 	uint64_t deferred_stack;	/* upcalls declined: a frame not preemptible */
@@ -339,6 +374,40 @@ static inline void fiber_preempt_slice_begins(struct fiber_worker *w)
 	__atomic_store_n(&w->slice_start_ns, fiber_now_ns(), __ATOMIC_RELAXED);
 	__atomic_store_n(&w->ctl.switch_count, w->ctl.switch_count + 1, __ATOMIC_RELEASE);
 }
+
+/* dump.c */
+void fiber_registry_add(struct fiber *f) FIBER_HIDDEN;
+void fiber_registry_remove(struct fiber *f) FIBER_HIDDEN;
+void fiber_registry_unmap(struct fiber *f) FIBER_HIDDEN;
+void fiber_registry_quiesce(void) FIBER_HIDDEN;
+void fiber_registry_workers_ready(void) FIBER_HIDDEN;
+void fiber_registry_workers_gone(void) FIBER_HIDDEN;
+void fiber_registry_forked(void) FIBER_HIDDEN;
+int fiber_dump_setup(void) FIBER_HIDDEN;
+
+/* Text for dumps and reports, written with write(2): no malloc, no stdio. */
+struct fiber_out {
+	int fd;
+	int err;			/* the first write's error */
+	size_t len;
+	char buf[512];
+};
+
+void fiber_out_str(struct fiber_out *o, const char *s) FIBER_HIDDEN;
+void fiber_out_uint(struct fiber_out *o, uint64_t v) FIBER_HIDDEN;
+void fiber_out_hex(struct fiber_out *o, uint64_t v) FIBER_HIDDEN;
+void fiber_out_ms(struct fiber_out *o, uint64_t ns) FIBER_HIDDEN;
+/* pcs from a backtrace; first_exact: pcs[0] is an interrupted instruction. */
+void fiber_out_backtrace(struct fiber_out *o, void *const *pcs, int n, bool first_exact) FIBER_HIDDEN;
+void fiber_out_flush(struct fiber_out *o) FIBER_HIDDEN;
+
+/* backtrace.c: fiber f, running on this thread, where uc interrupted it. */
+int fiber_backtrace_uc(const struct fiber *f, const ucontext_t *uc, void **pcs, int max) FIBER_HIDDEN;
+
+/* symbols.c */
+int fiber_symbols_load(void) FIBER_HIDDEN;
+/* The name of the function around pc, its offset and object; false if unknown. */
+bool fiber_symbolize(uintptr_t pc, const char **fn, uintptr_t *off, const char **obj) FIBER_HIDDEN;
 
 /* sigmask.c */
 void fiber_sigmask_apply(const sigset_t *mask) FIBER_HIDDEN;

@@ -299,7 +299,11 @@ static long io_finish(struct io_call *c)
 		io_uring_prep_link_timeout(t, &ts, 0);
 		io_uring_sqe_set_data64(t, IO_DATA_IGNORE);
 	}
+	req.fiber->wait_op = c->sqe->opcode;
+	req.fiber->wait_fd = c->sqe->fd;
+	fiber_wait_begins(req.fiber, FIBER_WAIT_IO, NULL);
 	fiber_park(w, NULL);
+	fiber_wait_ends(req.fiber);
 	if (req.res == -ECANCELED && c->deadline)
 		return c->own_timeout ? 0 : -ETIMEDOUT;
 	return req.res;

@@ -117,21 +117,26 @@ static void waiter_wake(struct fiber_waiter *wt)
 /*
  * Waits, the guard held, until woken or deadline_ns (CLOCK_MONOTONIC; 0:
  * none); returns with the guard held. -ENOMEM: a fiber's timer could not
- * be set, and it did not wait.
+ * be set, and it did not wait. A fiber's dump says it waits for obj.
  */
-static int waiter_wait(struct fiber_waiter *wt, uint32_t *guard, uint64_t deadline_ns)
+static int waiter_wait(struct fiber_waiter *wt, uint32_t *guard, uint64_t deadline_ns,
+		       enum fiber_wait why, const void *obj)
 {
 	struct fiber_worker *w = fiber_tls_worker;
 	struct timespec ts;
+	bool parked = true;
 
 	if (wt->fiber) {
+		fiber_wait_begins(wt->fiber, why, obj);
 		if (deadline_ns) {
-			if (!fiber_park_until(w, deadline_ns, guard))
-				return -ENOMEM;
+			parked = fiber_park_until(w, deadline_ns, guard);
 		} else {
 			wt->fiber->wait_token = 1;
 			fiber_park(w, guard);
 		}
+		fiber_wait_ends(wt->fiber);
+		if (!parked)
+			return -ENOMEM;
 		fiber_spin_lock(guard);
 		return 0;
 	}
@@ -191,7 +196,7 @@ int fiber_mutex_lock(fiber_mutex_t *m)
 		if (__atomic_exchange_n(&m->state, MUTEX_WAITERS, __ATOMIC_ACQUIRE) == MUTEX_FREE)
 			break;
 		waiter_push(head, tail, &wt, wt.lost);
-		waiter_wait(&wt, &m->guard, 0);
+		waiter_wait(&wt, &m->guard, 0, FIBER_WAIT_MUTEX, m);
 		if (wt.handoff)
 			break;
 		wt.lost = true;
@@ -251,7 +256,7 @@ int fiber_cond_timedwait(fiber_cond_t *c, fiber_mutex_t *m, uint64_t deadline_ns
 	waiter_push(head, tail, &wt, false);
 	/* Queued first: a signal sent once the mutex is free finds this waiter. */
 	fiber_mutex_unlock(m);
-	err = waiter_wait(&wt, &c->guard, deadline_ns);
+	err = waiter_wait(&wt, &c->guard, deadline_ns, FIBER_WAIT_COND, c);
 	timed_out = wt.linked;
 	if (wt.linked)
 		waiter_unlink(head, tail, &wt);

@@ -263,16 +263,11 @@ static struct {
 	unsigned int len;
 } fiber_cache;
 
-static void unmap_fiber(struct fiber *f)
-{
-	munmap(f->map, f->map_size);
-	free(f);
-}
-
 static void free_fiber(struct fiber *f)
 {
 	struct fiber_worker *w = fiber_tls_worker;
 
+	fiber_registry_remove(f);
 	if (w && w->nr_cached < FIBER_CACHE_MAX) {
 		f->next = w->cache;
 		w->cache = f;
@@ -288,7 +283,7 @@ static void free_fiber(struct fiber *f)
 	}
 	fiber_spin_unlock(&fiber_cache.lock);
 	if (f)
-		unmap_fiber(f);
+		fiber_registry_unmap(f);
 }
 
 /* A cached fiber whose stack has the size in use, or NULL. */
@@ -311,7 +306,7 @@ static struct fiber *cached_fiber(size_t map_size)
 		fiber_spin_unlock(&fiber_cache.lock);
 	}
 	if (f && f->map_size != map_size) {
-		unmap_fiber(f);
+		fiber_registry_unmap(f);
 		f = NULL;
 	}
 	return f;
@@ -323,7 +318,7 @@ static void drain_cache(struct fiber **head)
 		struct fiber *f = *head;
 
 		*head = f->next;
-		unmap_fiber(f);
+		fiber_registry_unmap(f);
 	}
 }
 
@@ -489,6 +484,9 @@ static struct fiber *pick_next(struct fiber_worker *w)
 static void worker_loop(struct fiber_worker *w)
 {
 	struct fiber *f;
+	uint64_t now;
+
+	w->run_start = fiber_arch_ticks();
 
 	for (;;) {
 		f = pick_next(w);
@@ -496,6 +494,7 @@ static void worker_loop(struct fiber_worker *w)
 			if (!fiber_runq_idle(w, w->nr_timers ? w->timers[0]->wake_ns : 0))
 				break;
 			w->pass_left = 0;
+			w->run_start = fiber_arch_ticks();
 			continue;
 		}
 		/* Woken before its time: its timer is in this worker's heap. */
@@ -513,6 +512,10 @@ static void worker_loop(struct fiber_worker *w)
 			fiber_sigmask_apply(&f->sigmask);
 		errno = f->saved_errno;
 		fiber_switch(&w->sched_sp, f->sp);
+		/* One read a switch: the loop's own time goes to the next fiber. */
+		now = fiber_arch_ticks();
+		f->run_ticks += now - w->run_start;
+		w->run_start = now;
 		f->saved_errno = errno;
 		if (f->own_sigmask)
 			fiber_sigmask_apply(&w->sigmask);
@@ -582,6 +585,7 @@ static void reset_sched(void)
 	drain_cache(&fiber_cache.head);
 	fiber_cache.len = 0;
 	fiber_spin_unlock(&fiber_cache.lock);
+	fiber_registry_workers_gone();
 	sched_lock();
 	free(fiber_sched.workers);
 	fiber_sched.workers = NULL;
@@ -617,6 +621,7 @@ static void after_fork_child(void)
 
 	pthread_mutex_init(&fiber_sched.lock, NULL);
 	pthread_cond_init(&fiber_sched.done, NULL);
+	fiber_registry_forked();
 	if (fiber_sched.state == FIBER_SCHED_STOPPED)
 		return;
 	/* The rings and eventfds are the parent's workers'. */
@@ -720,6 +725,8 @@ int fiber_sched_start(const struct fiber_config *cfg)
 	memset(fiber_sched.workers, 0, fiber_sched.nr_workers * sizeof(struct fiber_worker));
 
 	err = fiber_preempt_setup(&fiber_sched.mode);
+	if (!err)
+		err = fiber_dump_setup();
 	if (err)
 		goto fail;
 	err = start_workers();
@@ -730,6 +737,7 @@ int fiber_sched_start(const struct fiber_config *cfg)
 		stop_workers(fiber_sched.nr_workers);
 		goto fail;
 	}
+	fiber_registry_workers_ready();
 	sched_lock();
 	set_sched_state(FIBER_SCHED_RUNNING);
 	sched_unlock();
@@ -792,9 +800,12 @@ int fiber_spawn(fiber_t **fiber, void *(*fn)(void *), void *arg)
 	f = cached_fiber(size);
 	if (f) {
 		void *map = f->map;
+		struct fiber *all_next = f->all_next;
 
+		/* A dump that still holds it may follow its link meanwhile. */
 		memset(f, 0, sizeof(*f));
 		f->map = map;
+		f->all_next = all_next;
 	} else {
 		f = calloc(1, sizeof(*f));
 		if (!f)
@@ -831,6 +842,7 @@ int fiber_spawn(fiber_t **fiber, void *(*fn)(void *), void *arg)
 		free_fiber(f);
 		return -EINVAL;
 	}
+	fiber_registry_add(f);
 	*fiber = f;
 	/*
 	 * A fiber's spawn runs next on its worker, as in Go: a spawner that
@@ -858,9 +870,14 @@ int fiber_join(fiber_t *f, void **ret)
 		/* Returned already. */
 	} else if (w && w->current) {
 		/* The worker registers the join once this fiber is switched out. */
-		w->current->state = FIBER_BLOCKED;
+		struct fiber *self = w->current;
+
+		self->state = FIBER_BLOCKED;
 		w->join_target = f;
+		fiber_wait_begins(self, FIBER_WAIT_JOIN, f);
 		switch_to_worker(w, FIBER_ACT_JOIN, STOP_CALL);
+		/* It may go on on another worker. */
+		fiber_wait_ends(self);
 	} else {
 		struct fiber *none = NULL;
 
@@ -910,6 +927,8 @@ void fiber_yield(void)
 int fiber_sleep(uint64_t ns)
 {
 	struct fiber_worker *w = fiber_tls_worker;
+	struct fiber *self;
+	bool parked;
 
 	if (!w || !w->current) {
 		struct timespec ts = { ns / 1000000000ULL, ns % 1000000000ULL };
@@ -918,9 +937,12 @@ int fiber_sleep(uint64_t ns)
 			;
 		return 0;
 	}
-	if (!fiber_park_until(w, fiber_now_ns() + ns, NULL))
-		return -ENOMEM;
-	return 0;
+	self = w->current;
+	fiber_wait_begins(self, FIBER_WAIT_SLEEP, NULL);
+	parked = fiber_park_until(w, fiber_now_ns() + ns, NULL);
+	/* It may go on on another worker. */
+	fiber_wait_ends(self);
+	return parked ? 0 : -ENOMEM;
 }
 
 fiber_t *fiber_self(void)

@@ -85,17 +85,19 @@ static void release(void)
  * waiter stays on this worker: it is inside what it believes is a libc
  * call, across which the compiler may keep thread-local addresses.
  */
-static void wait_turn(unsigned int *tries)
+static void wait_turn(unsigned int *tries, const void *lock)
 {
 	struct fiber_worker *w = fiber_tls_worker;
+	struct fiber *self = w->current;
 	struct timespec nap = { 0, NAP_NS };
 
+	fiber_wait_begins(self, FIBER_WAIT_LOCK, lock);
 	/* Racy reads: at worst one nap too many or too few. */
-	if (++*tries < YIELDS_BEFORE_NAP || !fiber_runq_empty(w)) {
+	if (++*tries < YIELDS_BEFORE_NAP || !fiber_runq_empty(w))
 		fiber_yield_here();
-		return;
-	}
-	nanosleep(&nap, NULL);
+	else
+		nanosleep(&nap, NULL);
+	fiber_wait_ends(self);
 }
 
 /* Whether f holds m, as far as its record of recursive mutexes goes. */
@@ -163,7 +165,7 @@ static int mutex_lock(pthread_mutex_t *m, clockid_t clock, const struct timespec
 	while ((err = mutex_trylock(f, m)) == EBUSY) {
 		if (deadline && past(clock, deadline))
 			return ETIMEDOUT;
-		wait_turn(&tries);
+		wait_turn(&tries, m);
 	}
 	return err;
 }
@@ -235,7 +237,7 @@ static int rwlock_take(pthread_rwlock_t *rw, int (*try)(pthread_rwlock_t *),
 	if (!running_fiber())
 		return take(rw);
 	while ((err = try(rw)) == EBUSY)
-		wait_turn(&tries);
+		wait_turn(&tries, rw);
 	if (!err)
 		hold();
 	return err;
@@ -315,7 +317,7 @@ int pthread_spin_lock(pthread_spinlock_t *lock)
 
 	while (pthread_spin_trylock(lock)) {
 		if (fiber)
-			wait_turn(&tries);
+			wait_turn(&tries, (const void *)(uintptr_t)lock);
 		else
 			fiber_cpu_relax();
 	}
@@ -343,7 +345,7 @@ int pthread_once(pthread_once_t *once, void (*init)(void))
 		return __pthread_once(once, init);
 	/* Another fiber runs init (maybe stopped here, holding the worker's turn). */
 	while ((__atomic_load_n(once, __ATOMIC_ACQUIRE) & ONCE_STATE_MASK) == ONCE_IN_PROGRESS)
-		wait_turn(&tries);
+		wait_turn(&tries, once);
 	hold();
 	err = __pthread_once(once, init);
 	release();
@@ -376,7 +378,7 @@ int __cxa_guard_acquire(uint64_t *guard)
 	if (!running_fiber())
 		return acquire(guard);
 	while (__atomic_load_n((uint32_t *)guard, __ATOMIC_ACQUIRE) & GUARD_PENDING)
-		wait_turn(&tries);
+		wait_turn(&tries, guard);
 	hold();
 	init = acquire(guard);
 	/* Held until __cxa_guard_release() or _abort() if this fiber initializes. */

@@ -223,6 +223,44 @@ int fiber_stats(fiber_t *fiber, struct fiber_stats *st);
  */
 int fiber_backtrace(fiber_t *fiber, void **pcs, int max);
 
+/* Bytes a fiber's name keeps, its terminating NUL included. */
+#define FIBER_NAME_MAX	16
+
+/*
+ * The fiber's id: a number given at spawn, 1 for the process's first
+ * fiber, never reused; shown in dumps and stall reports. 0 for NULL.
+ */
+uint64_t fiber_id(const fiber_t *fiber);
+
+/*
+ * Name fiber for dumps, stall reports and gdb: the first FIBER_NAME_MAX -
+ * 1 bytes of name are kept; NULL or "" clears it. Valid on the same
+ * fibers as fiber_stats(). Returns 0, or -EINVAL for a NULL fiber.
+ */
+int fiber_set_name(fiber_t *fiber, const char *name);
+
+/*
+ * Write every fiber to fd as text, as Go prints every goroutine on
+ * SIGQUIT: its id and name; its state (running on worker N, runnable,
+ * preempted, blocked in a join, a sleep, an I/O call (with the operation
+ * and fd) or on a lock, or returned and not yet joined); its runs,
+ * preemptions and time on a worker; and its backtrace (fiber_backtrace()),
+ * each address with its function, offset and object. Then a line per
+ * worker with its counters (struct fiber_worker_stats). A fiber running
+ * on another worker has no backtrace: its stack is changing. Safe from
+ * any thread, fibers included, and from a signal handler: it allocates
+ * nothing, takes no lock, and writes with write(2). Functions are named
+ * from the symbol tables of the objects loaded when the scheduler
+ * started; later ones show as addresses. Returns 0, or the negative errno
+ * of a failed write.
+ *
+ * FIBER_DUMP_SIGNAL=<signal> in the environment (a name such as QUIT or
+ * SIGUSR1, or a number) makes fiber_sched_start() install a handler for
+ * that signal which dumps to stderr; the process goes on running. The
+ * fiber the signal interrupted is shown where it was interrupted.
+ */
+int fiber_dump(int fd);
+
 /* Let other runnable fibers run; returns at once when called outside a fiber. */
 void fiber_yield(void);
 
