@@ -6,7 +6,7 @@
  * or detached and returned), newest first. Spawns and frees change it
  * under a spin lock; a dump only reads it, without the lock, since it may
  * run in a signal handler that interrupted the lock's holder. A dump
- * counts itself in registry.readers while it reads, and a fiber freed
+ * counts itself in fiber_registry.readers while it reads, and a fiber freed
  * meanwhile is not unmapped until no dump reads: its struct and stack
  * stay readable for a dump that still holds it, and its link leads back
  * into the list. A fiber taken from the stack cache for a new spawn keeps
@@ -34,18 +34,18 @@ static struct {
 	/* The running scheduler's workers, for dumps (atomic; NULL: none). */
 	struct fiber_worker *workers;
 	unsigned int nr_workers;
-} registry;
+} fiber_registry;
 
 void fiber_registry_add(struct fiber *f)
 {
-	fiber_spin_lock(&registry.lock);
-	f->id = ++registry.last_id;
+	fiber_spin_lock(&fiber_registry.lock);
+	f->id = ++fiber_registry.last_id;
 	f->all_prev = NULL;
-	f->all_next = registry.head;
+	f->all_next = fiber_registry.head;
 	if (f->all_next)
 		f->all_next->all_prev = f;
-	__atomic_store_n(&registry.head, f, __ATOMIC_RELEASE);
-	fiber_spin_unlock(&registry.lock);
+	__atomic_store_n(&fiber_registry.head, f, __ATOMIC_RELEASE);
+	fiber_spin_unlock(&fiber_registry.lock);
 }
 
 /* f's own link stays: a dump that reads f goes on from there. */
@@ -53,14 +53,14 @@ void fiber_registry_remove(struct fiber *f)
 {
 	if (!f->id)
 		return;			/* its spawn failed before it was listed */
-	fiber_spin_lock(&registry.lock);
+	fiber_spin_lock(&fiber_registry.lock);
 	if (f->all_prev)
 		__atomic_store_n(&f->all_prev->all_next, f->all_next, __ATOMIC_RELEASE);
 	else
-		__atomic_store_n(&registry.head, f->all_next, __ATOMIC_RELEASE);
+		__atomic_store_n(&fiber_registry.head, f->all_next, __ATOMIC_RELEASE);
 	if (f->all_next)
 		f->all_next->all_prev = f->all_prev;
-	fiber_spin_unlock(&registry.lock);
+	fiber_spin_unlock(&fiber_registry.lock);
 }
 
 static void unmap(struct fiber *f)
@@ -71,19 +71,19 @@ static void unmap(struct fiber *f)
 
 static void dump_begins(void)
 {
-	__atomic_fetch_add(&registry.readers, 1, __ATOMIC_SEQ_CST);
+	__atomic_fetch_add(&fiber_registry.readers, 1, __ATOMIC_SEQ_CST);
 }
 
 static void dump_ends(void)
 {
-	__atomic_fetch_sub(&registry.readers, 1, __ATOMIC_SEQ_CST);
+	__atomic_fetch_sub(&fiber_registry.readers, 1, __ATOMIC_SEQ_CST);
 }
 
 static bool dumps_reading(void)
 {
 	/* Orders the caller's unlinking before the look: see dump_begins(). */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	return __atomic_load_n(&registry.readers, __ATOMIC_SEQ_CST);
+	return __atomic_load_n(&fiber_registry.readers, __ATOMIC_SEQ_CST);
 }
 
 /*
@@ -95,20 +95,20 @@ void fiber_registry_unmap(struct fiber *f)
 	struct fiber *later;
 
 	if (dumps_reading()) {
-		fiber_spin_lock(&registry.lock);
-		f->next = registry.unmap_later;
-		registry.unmap_later = f;
-		fiber_spin_unlock(&registry.lock);
+		fiber_spin_lock(&fiber_registry.lock);
+		f->next = fiber_registry.unmap_later;
+		fiber_registry.unmap_later = f;
+		fiber_spin_unlock(&fiber_registry.lock);
 		return;
 	}
 	unmap(f);
-	if (!__atomic_load_n(&registry.unmap_later, __ATOMIC_RELAXED))
+	if (!__atomic_load_n(&fiber_registry.unmap_later, __ATOMIC_RELAXED))
 		return;
 	/* A dump that starts now cannot reach them: they left the list before. */
-	fiber_spin_lock(&registry.lock);
-	later = registry.unmap_later;
-	registry.unmap_later = NULL;
-	fiber_spin_unlock(&registry.lock);
+	fiber_spin_lock(&fiber_registry.lock);
+	later = fiber_registry.unmap_later;
+	fiber_registry.unmap_later = NULL;
+	fiber_spin_unlock(&fiber_registry.lock);
 	while (later) {
 		f = later;
 		later = f->next;
@@ -125,23 +125,23 @@ void fiber_registry_quiesce(void)
 
 void fiber_registry_workers_ready(void)
 {
-	registry.nr_workers = fiber_sched.nr_workers;
-	__atomic_store_n(&registry.workers, fiber_sched.workers, __ATOMIC_RELEASE);
+	fiber_registry.nr_workers = fiber_sched.nr_workers;
+	__atomic_store_n(&fiber_registry.workers, fiber_sched.workers, __ATOMIC_RELEASE);
 }
 
 /* Before the workers' memory is freed. */
 void fiber_registry_workers_gone(void)
 {
-	__atomic_store_n(&registry.workers, NULL, __ATOMIC_RELEASE);
+	__atomic_store_n(&fiber_registry.workers, NULL, __ATOMIC_RELEASE);
 	fiber_registry_quiesce();
 }
 
 /* fork(): the child's only thread is the caller; no dump runs there. */
 void fiber_registry_forked(void)
 {
-	registry.lock = 0;
-	registry.readers = 0;
-	registry.workers = NULL;
+	fiber_registry.lock = 0;
+	fiber_registry.readers = 0;
+	fiber_registry.workers = NULL;
 }
 
 uint64_t fiber_id(const fiber_t *f)
@@ -476,14 +476,14 @@ static int dump(int fd, const ucontext_t *uc)
 	int saved_errno = errno;
 
 	dump_begins();
-	workers = __atomic_load_n(&registry.workers, __ATOMIC_ACQUIRE);
-	nr_workers = workers ? registry.nr_workers : 0;
+	workers = __atomic_load_n(&fiber_registry.workers, __ATOMIC_ACQUIRE);
+	nr_workers = workers ? fiber_registry.nr_workers : 0;
 	fiber_out_str(&o, "libfiber: ");
 	fiber_out_uint(&o, nr_workers);
 	fiber_out_str(&o, " workers, preemption ");
 	fiber_out_str(&o, workers ? fiber_preempt_mode_name(fiber_sched.mode) : "stopped");
 	fiber_out_str(&o, "\n");
-	for (f = __atomic_load_n(&registry.head, __ATOMIC_ACQUIRE); f;
+	for (f = __atomic_load_n(&fiber_registry.head, __ATOMIC_ACQUIRE); f;
 	     f = __atomic_load_n(&f->all_next, __ATOMIC_ACQUIRE))
 		out_fiber(&o, f, workers, nr_workers, uc);
 	for (i = 0; i < nr_workers; i++)
