@@ -5,8 +5,8 @@
  * the switch frame fiber_switch() left on its stack; a preempted one from
  * its upcall frame, so the first address is the instruction it was
  * stopped at. The walk ends at the fiber's first frame, at a frame whose
- * object's CFI is not indexed (the program, libfiber and the libraries
- * named preemptible are), or after FIBER_UNWIND_MAX_FRAMES.
+ * object's CFI is not indexed (objects loaded after the scheduler
+ * started), or after FIBER_UNWIND_MAX_FRAMES.
  *
  * Another fiber's stack is read while that fiber may start to run on
  * another worker: reads stay inside its stack, and its run count, read

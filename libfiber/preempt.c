@@ -197,26 +197,13 @@ static int add_env_libraries(void)
 }
 
 /*
- * libfiber's own object, when it is not the executable (the first object
- * reported): its CFI only, for fiber_backtrace() through its frames.
+ * The CFI of every other object loaded (libfiber, libc, ...), for
+ * backtraces and dumps through their frames; not their code, which is
+ * never preempted.
  */
-static int find_libfiber(struct dl_phdr_info *info, size_t size, void *data)
+static int index_object(struct dl_phdr_info *info, size_t size, void *data)
 {
-	uintptr_t self = (uintptr_t)fiber_backtrace;
-	int *seen = data;
-	int i;
-
-	if ((*seen)++ == 0)
-		return 0;
-	for (i = 0; i < info->dlpi_phnum; i++) {
-		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-		uintptr_t start = info->dlpi_addr + ph->p_vaddr;
-
-		if (ph->p_type == PT_LOAD && self >= start && self < start + ph->p_memsz) {
-			fiber_unwind_add_object(info);
-			return 1;
-		}
-	}
+	fiber_unwind_add_object(info);
 	return 0;
 }
 
@@ -239,7 +226,7 @@ static int find_preemptible_code(void)
 	}
 	err = add_env_libraries();
 	if (!err)
-		dl_iterate_phdr(find_libfiber, &(int){ 0 });
+		dl_iterate_phdr(index_object, NULL);
 	return err;
 }
 

@@ -16,9 +16,10 @@
  *    corrupt or foreign stack pointer ends the walk instead of faulting;
  *  - is bounded: FIBER_UNWIND_MAX_FRAMES, and the stack pointer may never
  *    move away from the stack's base.
- * Only objects whose code may be preempted are indexed (the program and
- * the libraries the program named): a frame anywhere else stops the walk
- * as unsafe without reading that object's CFI at all.
+ * Every object loaded when the scheduler starts is indexed, so that
+ * backtraces and dumps go on through libc and other libraries; the
+ * upcall's check stops at the first frame outside preemptible code
+ * without reading that frame's CFI.
  *
  * libunwind was the alternative: its local unwinder finds CFI through
  * dl_iterate_phdr() (the loader's lock) and caches with malloc, both of
@@ -48,7 +49,7 @@
 #define DW_EH_PE_datarel	0x30
 #define DW_EH_PE_indirect	0x80
 
-#define MAX_OBJECTS		16
+#define MAX_OBJECTS		64
 #define MAX_STATE_DEPTH		8
 #define EXPR_STACK		16
 
@@ -234,6 +235,9 @@ int fiber_unwind_add_object(const struct dl_phdr_info *info)
 				o->text_end = start + ph->p_memsz;
 		}
 	}
+	for (i = 0; i < (int)nr_objects; i++)
+		if (objects[i].hdr == (uintptr_t)hdr && hdr)
+			return 0;	/* indexed already */
 	/* Version 1, and the search table GNU ld writes: datarel sdata4 pairs. */
 	if (!hdr || hdr[0] != 1 || hdr[3] != (DW_EH_PE_datarel | DW_EH_PE_sdata4))
 		return -ENOEXEC;

@@ -37,8 +37,9 @@ _Static_assert(UNWIND_NR_REGS <= 32, "struct fiber_unwind_regs is too small");
 /*
  * Adds the object described by info (as dl_iterate_phdr() reports it) to
  * the objects whose CFI the walker reads. Not thread-safe against walks:
- * called while no fiber runs. Returns 0, -ENOSPC when the index is full,
- * or -ENOEXEC when the object has no usable .eh_frame_hdr.
+ * called while no fiber runs. Returns 0 (also for an object indexed already),
+ * -ENOSPC when the index is full, or -ENOEXEC when the object has no usable
+ * .eh_frame_hdr.
  */
 int fiber_unwind_add_object(const struct dl_phdr_info *info) __attribute__((visibility("hidden")));
 

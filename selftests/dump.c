@@ -6,7 +6,8 @@
  * backtraces taken over and over while fibers are spawned, freed and
  * preempted on the workers do not crash or hang. The test is linked
  * without -rdynamic and its functions are static: their names come from
- * the program's own symbol table.
+ * the program's own symbol table. One fiber waits inside a qsort()
+ * callback: its frames go on through libc's.
  */
 #include <signal.h>
 #include <stdatomic.h>
@@ -61,11 +62,23 @@ static NOINLINE void dm_read(struct scene *s)
 	AFTER_CALL();
 }
 
+static struct scene *qsort_scene;
+
+/* Waits for the lock inside libc's qsort(): its frames are walked through. */
+static int lock_and_compare(const void *a, const void *b)
+{
+	fiber_mutex_lock(&qsort_scene->lock);
+	fiber_mutex_unlock(&qsort_scene->lock);
+	return *(const int *)a - *(const int *)b;
+}
+
 static NOINLINE void dm_lock(struct scene *s)
 {
+	int v[2] = { 2, 1 };
+
+	qsort_scene = s;
 	atomic_fetch_add(&s->waiting, 1);
-	fiber_mutex_lock(&s->lock);
-	fiber_mutex_unlock(&s->lock);
+	qsort(v, 2, sizeof(v[0]), lock_and_compare);
 	AFTER_CALL();
 }
 
@@ -271,7 +284,9 @@ static void check_scene(struct __test_metadata *_metadata, FIXTURE_DATA(dump) *s
 	ASSERT_ENTRY(dump, self->joiner, want, " dm_join+0x");
 	snprintf(want, sizeof(want), "\"locker\": blocked on fiber mutex %p;",
 		 (void *)&self->s.lock);
+	/* Below libc's frames, which name libc. */
 	ASSERT_ENTRY(dump, self->locker, want, " dm_lock+0x");
+	ASSERT_ENTRY(dump, self->locker, " lock_and_compare+0x", "libc.so");
 	ASSERT_ENTRY(dump, self->returned, ": returned, not joined;", "");
 	for (int i = 0; i < self->nr_spinners; i++)
 		ASSERT_ENTRY(dump, self->spinners[i], "\"spinner-with-a-\": ", "");

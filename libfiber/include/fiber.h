@@ -214,9 +214,9 @@ int fiber_stats(fiber_t *fiber, struct fiber_stats *st);
  * that waits (runnable, blocked, preempted) from where it stopped: for a
  * preempted one the first address is the very instruction it was
  * interrupted at, then the return addresses of its callers, down to the
- * function the fiber was spawned with. Frames are followed through the
- * program, libfiber and the libraries named preemptible; the walk stops
- * at a frame of another library. Valid on the same fibers as
+ * function the fiber was spawned with. Frames are followed through every
+ * object loaded when the scheduler started (by their CFI, .eh_frame);
+ * the walk stops at a frame of code loaded later. Valid on the same fibers as
  * fiber_stats(). Returns the number stored (0 for a fiber that has not
  * started or has returned), -EBUSY when fiber runs on another worker,
  * or -EINVAL for a NULL fiber, a negative max or a NULL pcs with max > 0.
