@@ -97,7 +97,7 @@ $(MODULE): Kbuild kmod/*.c kmod/Kbuild kmod/arch/*/*.h uapi/linux/*.h | $(KDIR)/
 
 LIB_ARCH   := $(TARGET)
 LIB_DIR    := libfiber
-LIB_SRCS   := $(LIB_DIR)/sched.c $(LIB_DIR)/runq.c $(LIB_DIR)/lock.c $(LIB_DIR)/io.c $(LIB_DIR)/preempt.c $(LIB_DIR)/unwind.c $(LIB_DIR)/backtrace.c $(LIB_DIR)/dump.c $(LIB_DIR)/symbols.c $(LIB_DIR)/sigmask.c $(LIB_DIR)/sync.c $(LIB_DIR)/arch/$(LIB_ARCH)/context.c \
+LIB_SRCS   := $(LIB_DIR)/sched.c $(LIB_DIR)/runq.c $(LIB_DIR)/lock.c $(LIB_DIR)/io.c $(LIB_DIR)/preempt.c $(LIB_DIR)/unwind.c $(LIB_DIR)/backtrace.c $(LIB_DIR)/dump.c $(LIB_DIR)/stall.c $(LIB_DIR)/symbols.c $(LIB_DIR)/sigmask.c $(LIB_DIR)/sync.c $(LIB_DIR)/arch/$(LIB_ARCH)/context.c \
 	      $(LIB_DIR)/arch/$(LIB_ARCH)/switch.S $(LIB_DIR)/arch/$(LIB_ARCH)/upcall.S
 LIB_OBJS   := $(patsubst $(LIB_DIR)/%,$(O)/libfiber/%.o,$(LIB_SRCS))
 LIB_HDRS   := $(wildcard $(LIB_DIR)/*.h $(LIB_DIR)/include/*.h $(LIB_DIR)/arch/*/*.h) uapi/linux/fiber_preempt.h
@@ -139,7 +139,7 @@ LINK_FIBER := -L$(O)/lib -lfiber -Wl,-rpath,'$$ORIGIN/../lib' -pthread
 SELFTESTS_DEV := device register threads lifetime
 SELFTESTS_LIB := fibers fairness preempt_disable errno libc_safety libc_safety_static \
 		 safe_points own_malloc preempt_libs sigmask locks locks_static cxa_guard lifecycle slices \
-		 signal_handler rseq regs unwind unwind_insn io mutex stealing server backtrace dump \
+		 signal_handler rseq regs unwind unwind_insn io mutex stealing server backtrace dump stall \
 		 $(if $(filter aarch64,$(TARGET)),sve)
 SELFTESTS_AFTER := unloaded
 SELFTESTS_VM := $(SELFTESTS_DEV) $(SELFTESTS_LIB)
@@ -177,8 +177,9 @@ TEST_LIBSPIN := $(O)/selftests/libfiber_test_spin.so
 $(TEST_LIBSPIN): selftests/libspin.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(KSFT_WARN) -shared -fPIC -o $@ $<
-$(O)/selftests/preempt_libs: $(TEST_LIBSPIN)
-$(O)/selftests/preempt_libs: KSFT_LDLIBS := -L$(O)/selftests -lfiber_test_spin -Wl,-rpath,'$$ORIGIN'
+$(O)/selftests/preempt_libs $(O)/selftests/stall: $(TEST_LIBSPIN)
+$(O)/selftests/preempt_libs $(O)/selftests/stall: \
+	KSFT_LDLIBS := -L$(O)/selftests -lfiber_test_spin -Wl,-rpath,'$$ORIGIN'
 
 # C++: function-local statics and their guards.
 $(O)/selftests/cxa_guard: selftests/cxa_guard.c selftests/cxa_guard_static.cc selftests/*.h \

@@ -216,6 +216,10 @@ struct fiber_worker {
 	uint64_t mon_deadline;		/* CPU time to look again */
 	uint64_t mon_retry;		/* delay of the next retry */
 	uint64_t slice_start_ns;	/* when the running slice began (atomic) */
+	/* stall.c's view: the switch count, since when it has not moved */
+	uint64_t stall_count;
+	uint64_t stall_since;
+	bool stall_reported;
 	sigset_t sigmask;		/* the worker's mask outside signal handlers */
 	stack_t altstack;		/* the worker's alternate signal stack */
 	/* io.c: only this worker's thread touches the ring. */
@@ -278,6 +282,10 @@ struct fiber_sched {
 	bool monitor_running;
 	bool monitor_stop;
 	pid_t pid;			/* the sender the signal handler accepts */
+	uint64_t stall_ns;		/* FIBER_STALL_MS, in ns; 0: no stall reports */
+	pthread_t stall_watcher;
+	bool stall_running;
+	uint32_t stall_stop;		/* atomic, a futex */
 	uid_t uid;			/* the monitor's, in its signals */
 	unsigned int nr_ranges;
 	struct fiber_preempt_range ranges[FIBER_PREEMPT_MAX_RANGES];
@@ -356,6 +364,15 @@ void fiber_preempt_worker_stop(struct fiber_worker *w) FIBER_HIDDEN;
 int fiber_preempt_sched_started(void) FIBER_HIDDEN;
 void fiber_preempt_sched_stopping(void) FIBER_HIDDEN;
 void fiber_preempt_worker_wakes(void) FIBER_HIDDEN;
+void fiber_preempt_signal(struct fiber_worker *w, void *value) FIBER_HIDDEN;
+
+/* stall.c */
+/* The signal value that asks a worker for a stall report. */
+#define FIBER_STALL_SIGNALLED	((void *)UINTPTR_MAX)
+int fiber_stall_setup(void) FIBER_HIDDEN;
+int fiber_stall_start(void) FIBER_HIDDEN;
+void fiber_stall_stop(void) FIBER_HIDDEN;
+void fiber_stall_report(struct fiber_worker *w, const ucontext_t *uc, const char *why) FIBER_HIDDEN;
 
 /*
  * The worker's fiber starts a slice: a switch to it, or a new slice where

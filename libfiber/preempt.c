@@ -246,12 +246,10 @@ static bool pc_preemptible(uint64_t pc)
  * Whether every frame of the preempted fiber's stack is in preemptible
  * code, walking from the interrupted state to the fiber's first frame.
  */
-static bool stack_preemptible(const struct fiber *f, const struct fiber_upcall_frame *frame)
+static bool stack_preemptible(const struct fiber *f, struct fiber_unwind_regs r)
 {
-	struct fiber_unwind_regs r = { .caller = false };
 	int depth;
 
-	fiber_unwind_from_upcall(&r, frame);
 	for (depth = 0; depth < FIBER_UNWIND_MAX_FRAMES; depth++) {
 		if (r.caller && r.pc == (uintptr_t)fiber_entry_ret)
 			return true;
@@ -272,7 +270,10 @@ void fiber_upcall_handler(struct fiber_upcall_frame *frame)
 	/* While in_upcall is set, the hook (program code) is not preempted. */
 	if (f && fiber_upcall_inject)
 		fiber_upcall_inject();
-	if (f && !stack_preemptible(f, frame)) {
+	struct fiber_unwind_regs r = { 0 };
+
+	fiber_unwind_from_upcall(&r, frame);
+	if (f && !stack_preemptible(f, r)) {
 		/* Back to the interrupted instruction; the module retries. */
 		w->deferred_stack++;
 		w->ctl.pending = 1;
@@ -309,6 +310,27 @@ static bool same_kernel_sigset(const sigset_t *a, const sigset_t *b)
 	return !memcmp(a, b, sizeof(uint64_t));
 }
 
+/* Why the fiber uc interrupted on w is not preemptible, for a stall report. */
+static const char *stall_reason(const struct fiber_worker *w, const ucontext_t *uc)
+{
+	struct fiber_unwind_regs r = { 0 };
+
+	if (fiber_sched.mode == FIBER_PREEMPT_OFF)
+		return "preemption is off";
+	if (w->ctl.in_upcall)
+		return "an upcall was starting";
+	if (!same_kernel_sigset(&uc->uc_sigmask, &w->sigmask))
+		return "in a signal handler, or a signal blocked";
+	if (w->ctl.preempt_off)
+		return "preemption disabled (fiber_preempt_disable(), or a lock held)";
+	if (!pc_preemptible(fiber_arch_uc_pc(uc)))
+		return "in code that is never preempted (a library, libfiber or the loader)";
+	fiber_unwind_from_ucontext(&r, uc);
+	if (!stack_preemptible(w->current, r))
+		return "called back by code that is never preempted (a library)";
+	return "its slices did not end (its worker was off its CPU)";
+}
+
 /* The module's delivery rules (kmod/fiber_preempt.c), on a ucontext. */
 static void preempt_signal_handler(int sig, siginfo_t *si, void *ucv)
 {
@@ -322,6 +344,11 @@ static void preempt_signal_handler(int sig, siginfo_t *si, void *ucv)
 	/* Only the monitor's signals; it sends the switch count it saw. */
 	if (!w || si->si_code != SI_QUEUE || si->si_pid != fiber_sched.pid)
 		return;
+	if (si->si_value.sival_ptr == FIBER_STALL_SIGNALLED) {
+		if (w->current)
+			fiber_stall_report(w, uc, stall_reason(w, uc));
+		return;
+	}
 	ctl = &w->ctl;
 	if (ctl->switch_count != (uintptr_t)si->si_value.sival_ptr)
 		return;			/* the fiber switched meanwhile */
@@ -386,7 +413,8 @@ int fiber_preempt_setup(enum fiber_preempt_mode *mode)
 			return fd == -ENOENT ? -ENODEV : fd;
 		*mode = FIBER_PREEMPT_SIGNAL;
 	}
-	if (*mode == FIBER_PREEMPT_SIGNAL) {
+	/* The stall watcher signals in every mode. */
+	if (*mode == FIBER_PREEMPT_SIGNAL || fiber_sched.stall_ns) {
 		memset(&sa, 0, sizeof(sa));
 		sa.sa_sigaction = preempt_signal_handler;
 		sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
@@ -457,10 +485,11 @@ static uint64_t clock_ns(clockid_t clock)
 }
 
 /*
- * SIGURG for w with the switch count seen: pthread_sigqueue() without the
- * getpid() and getuid() it makes on every call.
+ * SIGURG for w with value: the switch count the monitor saw, or
+ * FIBER_STALL_SIGNALLED. pthread_sigqueue() without the getpid() and
+ * getuid() it makes on every call.
  */
-static void send_preempt(struct fiber_worker *w, uint64_t sw)
+void fiber_preempt_signal(struct fiber_worker *w, void *value)
 {
 	siginfo_t si = {
 		.si_signo = PREEMPT_SIGNAL,
@@ -469,7 +498,7 @@ static void send_preempt(struct fiber_worker *w, uint64_t sw)
 
 	si.si_pid = fiber_sched.pid;
 	si.si_uid = fiber_sched.uid;
-	si.si_value.sival_ptr = (void *)(uintptr_t)sw;
+	si.si_value.sival_ptr = value;
 	syscall(SYS_rt_tgsigqueueinfo, fiber_sched.pid, w->tid, PREEMPT_SIGNAL, &si);
 }
 
@@ -492,7 +521,7 @@ static uint64_t monitor_worker(struct fiber_worker *w)
 	}
 	if (cpu < w->mon_deadline)
 		return w->mon_deadline - cpu;
-	send_preempt(w, sw);
+	fiber_preempt_signal(w, (void *)(uintptr_t)sw);
 	w->mon_deadline = cpu + w->mon_retry;
 	if (w->mon_retry < fiber_sched.slice_ns)
 		w->mon_retry *= 2;
@@ -569,10 +598,10 @@ static void *monitor_main(void *arg)
 
 int fiber_preempt_sched_started(void)
 {
-	if (fiber_sched.mode != FIBER_PREEMPT_SIGNAL)
-		return 0;
 	fiber_sched.pid = getpid();
 	fiber_sched.uid = getuid();
+	if (fiber_sched.mode != FIBER_PREEMPT_SIGNAL)
+		return 0;
 	fiber_sched.monitor_stop = false;
 	if (pthread_create(&fiber_sched.monitor, NULL, monitor_main, NULL))
 		return -EAGAIN;

@@ -571,6 +571,7 @@ static void stop_workers(unsigned int n)
 {
 	unsigned int i;
 
+	fiber_stall_stop();
 	fiber_preempt_sched_stopping();
 	__atomic_store_n(&fiber_sched.stopping, true, __ATOMIC_SEQ_CST);
 	fiber_runq_wake_all();
@@ -636,6 +637,7 @@ static void after_fork_child(void)
 	memset(&fiber_sched.global, 0, sizeof(fiber_sched.global));
 	fiber_sched.stopping = false;
 	fiber_sched.monitor_running = false;
+	fiber_sched.stall_running = false;
 	set_sched_state(FIBER_SCHED_STOPPED);
 	if (fiber_sched.dev_fd >= 0) {
 		close(fiber_sched.dev_fd);
@@ -724,7 +726,9 @@ int fiber_sched_start(const struct fiber_config *cfg)
 	}
 	memset(fiber_sched.workers, 0, fiber_sched.nr_workers * sizeof(struct fiber_worker));
 
-	err = fiber_preempt_setup(&fiber_sched.mode);
+	err = fiber_stall_setup();
+	if (!err)
+		err = fiber_preempt_setup(&fiber_sched.mode);
 	if (!err)
 		err = fiber_dump_setup();
 	if (err)
@@ -733,6 +737,8 @@ int fiber_sched_start(const struct fiber_config *cfg)
 	if (err)
 		goto fail;
 	err = fiber_preempt_sched_started();
+	if (!err)
+		err = fiber_stall_start();
 	if (err) {
 		stop_workers(fiber_sched.nr_workers);
 		goto fail;

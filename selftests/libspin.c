@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0
-/* A shared library with a long computation and no locks, for preempt_libs. */
+/* A shared library with a long computation and no locks, for preempt_libs and stall. */
 #include <stdint.h>
 
 uint64_t spin_in_library(uint64_t n)
