@@ -42,6 +42,10 @@
  * its trampoline saves them, and defers otherwise, as it does while SME
  * streaming mode or ZA is on, which no trampoline saves yet.
  *
+ * Tracing: each expired slice, delivery and deferral (with its reason,
+ * which is also the ctl counter it bumps) is an event of the fiber_preempt
+ * trace system (fp_trace.h). A disabled event costs a static branch.
+ *
  * Context and locking
  * -------------------
  * Everything about a registration is touched only on the thread's own CPU,
@@ -95,6 +99,9 @@
 #include <linux/fiber_preempt.h>
 
 #include "fp_arch.h"
+
+#define CREATE_TRACE_POINTS
+#include "fp_trace.h"
 
 #if !IS_ENABLED(CONFIG_PREEMPT_NOTIFIERS)
 #error "fiber_preempt needs CONFIG_PREEMPT_NOTIFIERS"
@@ -245,10 +252,10 @@ static bool fp_rseq_resume_pc(u64 *pc)
 }
 
 /*
- * Try to send the interrupted thread to the trampoline. Returns the
- * counter to bump: delivered, or the reason it was deferred.
+ * Try to send the interrupted thread to the trampoline. Returns
+ * FP_DEFER_NONE if it was sent, else the reason it was not.
  */
-static u64 *fp_try_deliver(struct fp_reg *reg)
+static enum fp_defer fp_try_deliver(struct fp_reg *reg)
 {
 	struct fiber_preempt_ctl *ctl = reg->ctl;
 	struct pt_regs *regs = get_irq_regs();
@@ -256,26 +263,58 @@ static u64 *fp_try_deliver(struct fp_reg *reg)
 	u64 pc;
 
 	if (!regs || !fp_arch_user_regs(regs) || current->mm != reg->mm)
-		return &ctl->deferred_kernel;
+		return FP_DEFER_KERNEL;
 	if (READ_ONCE(ctl->in_upcall))
-		return &ctl->deferred_upcall;
+		return FP_DEFER_UPCALL;
 	if (!sigequalsets(&current->blocked, &reg->blocked))
-		return &ctl->deferred_signal;
+		return FP_DEFER_SIGNAL;
 	if (READ_ONCE(ctl->preempt_off))
-		return &ctl->deferred_off;
+		return FP_DEFER_OFF;
 	pc = instruction_pointer(regs);
 	if (!fp_pc_preemptible(reg, pc))
-		return &ctl->deferred_pc;
+		return FP_DEFER_PC;
 	if (!fp_arch_vector_state(reg->flags, &sve_live))
-		return &ctl->deferred_vector;
+		return FP_DEFER_VECTOR;
 	if (!fp_rseq_resume_pc(&pc))
-		return &ctl->deferred_rseq;
+		return FP_DEFER_RSEQ;
 
+	/* Before the redirect, which replaces the interrupted PC. */
+	trace_fiber_preempt_delivered(instruction_pointer(regs), reg->slice_ns);
 	WRITE_ONCE(ctl->sve_live, sve_live);
 	WRITE_ONCE(ctl->upcall_pc, pc);
 	WRITE_ONCE(ctl->in_upcall, 1);
 	fp_arch_redirect(regs, reg->upcall);
+	return FP_DEFER_NONE;
+}
+
+/* The counter of ctl that an outcome of fp_try_deliver() bumps. */
+static u64 *fp_counter(struct fiber_preempt_ctl *ctl, enum fp_defer why)
+{
+	switch (why) {
+	case FP_DEFER_KERNEL:
+		return &ctl->deferred_kernel;
+	case FP_DEFER_UPCALL:
+		return &ctl->deferred_upcall;
+	case FP_DEFER_SIGNAL:
+		return &ctl->deferred_signal;
+	case FP_DEFER_OFF:
+		return &ctl->deferred_off;
+	case FP_DEFER_PC:
+		return &ctl->deferred_pc;
+	case FP_DEFER_VECTOR:
+		return &ctl->deferred_vector;
+	case FP_DEFER_RSEQ:
+		return &ctl->deferred_rseq;
+	case FP_DEFER_NONE:
+		break;
+	}
 	return &ctl->delivered;
+}
+
+/* Where current was interrupted in user mode, or last entered the kernel. */
+static unsigned long fp_user_pc(void)
+{
+	return instruction_pointer(task_pt_regs(current));
 }
 
 static enum hrtimer_restart fp_timer_fn(struct hrtimer *timer)
@@ -283,7 +322,7 @@ static enum hrtimer_restart fp_timer_fn(struct hrtimer *timer)
 	struct fp_reg *reg = container_of(timer, struct fp_reg, timer);
 	struct fiber_preempt_ctl *ctl = reg->ctl;
 	u64 now = ktime_get_ns();
-	u64 *counter;
+	enum fp_defer why;
 
 	/*
 	 * CPU hotplug moves even pinned timers off a dying CPU: the callback
@@ -301,10 +340,13 @@ static enum hrtimer_restart fp_timer_fn(struct hrtimer *timer)
 	 */
 	if (reg->used_ns >= reg->slice_ns) {
 		ctl->fired++;
-		counter = fp_try_deliver(reg);
-		(*counter)++;
-		if (counter != &ctl->delivered)
+		trace_fiber_preempt_slice_expired(fp_user_pc(), reg->slice_ns);
+		why = fp_try_deliver(reg);
+		(*fp_counter(ctl, why))++;
+		if (why != FP_DEFER_NONE) {
+			trace_fiber_preempt_deferred(fp_user_pc(), reg->slice_ns, why);
 			WRITE_ONCE(ctl->pending, 1);
+		}
 	}
 	hrtimer_forward_now(timer, ns_to_ktime(fp_time_left(reg)));
 	return HRTIMER_RESTART;
