@@ -407,11 +407,11 @@ int fiber_preempt_setup(enum fiber_preempt_mode *mode)
 		if (fd >= 0) {
 			fiber_sched.dev_fd = fd;
 			*mode = FIBER_PREEMPT_KMOD;
-			return 0;
-		}
-		if (*mode == FIBER_PREEMPT_KMOD)
+		} else if (*mode == FIBER_PREEMPT_KMOD) {
 			return fd == -ENOENT ? -ENODEV : fd;
-		*mode = FIBER_PREEMPT_SIGNAL;
+		} else {
+			*mode = FIBER_PREEMPT_SIGNAL;
+		}
 	}
 	/* The stall watcher signals in every mode. */
 	if (*mode == FIBER_PREEMPT_SIGNAL || fiber_sched.stall_ns) {
