@@ -48,6 +48,9 @@ int fiber_backtrace_uc(const struct fiber *f, const ucontext_t *uc, void **pcs, 
 	struct fiber_unwind_regs r = { 0 };
 
 	fiber_unwind_from_ucontext(&r, uc);
+	/* Redirected to the upcall, not yet in it: the fiber is still where it was. */
+	if (r.pc == (uintptr_t)fiber_upcall_entry)
+		r.pc = fiber_tls_worker->ctl.upcall_pc;
 	return walk(&r, f->stack_lo, f->stack_hi, pcs, max, 0);
 }
 

@@ -223,7 +223,8 @@ void fiber_out_ms(struct fiber_out *o, uint64_t ns)
 }
 
 /*
- * One line per address: "\t0x... function+0x12 (object)". A return
+ * One line per address: "\t0x... function+0x12 (object)", or
+ * "\t0x... (object+0x1234)" outside the functions known. A return
  * address is named by the call before it (pc - 1): the call may be a
  * function's last instruction.
  */
@@ -239,12 +240,19 @@ void fiber_out_backtrace(struct fiber_out *o, void *const *pcs, int n, bool firs
 		fiber_out_hex(o, pc);
 		if (fiber_symbolize(pc - (i || !first_exact), &fn, &off, &obj)) {
 			off += i || !first_exact;
-			fiber_out_str(o, " ");
-			fiber_out_str(o, fn ? fn : "?");
-			fiber_out_str(o, "+");
-			fiber_out_hex(o, off);
+			/* Without a function: the offset in the object, for addr2line. */
+			if (fn) {
+				fiber_out_str(o, " ");
+				fiber_out_str(o, fn);
+				fiber_out_str(o, "+");
+				fiber_out_hex(o, off);
+			}
 			fiber_out_str(o, " (");
 			fiber_out_str(o, obj);
+			if (!fn) {
+				fiber_out_str(o, "+");
+				fiber_out_hex(o, off);
+			}
 			fiber_out_str(o, ")");
 		}
 		fiber_out_str(o, "\n");

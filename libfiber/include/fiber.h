@@ -258,6 +258,14 @@ int fiber_set_name(fiber_t *fiber, const char *name);
  * SIGUSR1, or a number) makes fiber_sched_start() install a handler for
  * that signal which dumps to stderr; the process goes on running. The
  * fiber the signal interrupted is shown where it was interrupted.
+ *
+ * FIBER_STALL_MS=<n> makes it report on stderr each fiber that keeps its
+ * worker for n ms (1 to 3600000) without reaching a point where it could
+ * be preempted, once per stall: how long, why (in a library, preemption
+ * disabled or a lock held, a signal handler, a callback from a library,
+ * preemption off) and its backtrace. A watcher thread looks each n/4 ms
+ * and has the worker write the report from a SIGURG handler, which
+ * libfiber then installs in every mode.
  */
 int fiber_dump(int fd);
 
