@@ -219,7 +219,9 @@ struct fiber_worker {
 	/* stall.c's view: the switch count, since when it has not moved */
 	uint64_t stall_count;
 	uint64_t stall_since;
-	bool stall_reported;
+	bool stall_reported;		/* written by the handler (atomic) */
+	uint64_t stall_due;		/* the count to report; 0: none (atomic) */
+	uint64_t stall_held_ns;		/* how long it had not moved */
 	sigset_t sigmask;		/* the worker's mask outside signal handlers */
 	stack_t altstack;		/* the worker's alternate signal stack */
 	/* io.c: only this worker's thread touches the ring. */

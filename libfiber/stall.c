@@ -66,8 +66,12 @@ static void watch_worker(struct fiber_worker *w, uint64_t now)
 	 * perhaps pending, and a second one is then lost.
 	 */
 	if (!__atomic_load_n(&w->stall_reported, __ATOMIC_RELAXED) &&
-	    now - w->stall_since >= fiber_sched.stall_ns)
+	    now - w->stall_since >= fiber_sched.stall_ns) {
+		/* What the handler reports, published before it runs. */
+		w->stall_held_ns = now - w->stall_since;
+		__atomic_store_n(&w->stall_due, count, __ATOMIC_RELEASE);
 		fiber_preempt_signal(w, FIBER_STALL_SIGNALLED);
+	}
 }
 
 static void *watcher_main(void *arg)
@@ -118,8 +122,8 @@ void fiber_stall_report(struct fiber_worker *w, const ucontext_t *uc, const char
 	char name[FIBER_NAME_MAX];
 	int saved_errno = errno, n;
 
-	/* It reached a preemption point meanwhile, or it was reported. */
-	if (w->ctl.switch_count != w->stall_count || w->stall_reported)
+	/* Once; not if it reached a preemption point meanwhile. */
+	if (__atomic_exchange_n(&w->stall_due, 0, __ATOMIC_ACQUIRE) != w->ctl.switch_count)
 		return;
 	__atomic_store_n(&w->stall_reported, true, __ATOMIC_RELAXED);
 	memcpy(name, f->name, sizeof(name));
@@ -134,7 +138,7 @@ void fiber_stall_report(struct fiber_worker *w, const ucontext_t *uc, const char
 	fiber_out_str(&o, " has kept worker ");
 	fiber_out_uint(&o, w->index);
 	fiber_out_str(&o, " for ");
-	fiber_out_ms(&o, fiber_now_ns() - w->stall_since);
+	fiber_out_ms(&o, w->stall_held_ns);
 	fiber_out_str(&o, " without a preemption point: ");
 	fiber_out_str(&o, why);
 	fiber_out_str(&o, "\n");
