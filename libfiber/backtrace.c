@@ -96,8 +96,11 @@ int fiber_backtrace(fiber_t *f, void **pcs, int max)
 		hi = __atomic_load_n(&f->stack_hi, __ATOMIC_RELAXED);
 		frame = __atomic_load_n(&f->upcall_frame, __ATOMIC_ACQUIRE);
 		sp = frame ? (uintptr_t)frame : (uintptr_t)__atomic_load_n(&f->sp, __ATOMIC_ACQUIRE);
-		/* Off its stack: a dump's fiber was freed and spawned again meanwhile. */
-		if (sp < lo || sp + (frame ? sizeof(*frame) : SWITCH_FRAME_SIZE) > hi)
+		/*
+		 * Off its stack: a dump's fiber was freed and is being spawned
+		 * again (its fields zeroed, then set).
+		 */
+		if (!lo || sp < lo || sp + (frame ? sizeof(*frame) : SWITCH_FRAME_SIZE) > hi)
 			continue;
 		if (frame)
 			fiber_unwind_from_upcall(&r, frame);

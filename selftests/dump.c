@@ -370,14 +370,15 @@ TEST_F(dump, from_a_fiber)
 }
 
 /*
- * FIBER_DUMP_SIGNAL=USR1, sent to the spinner's worker: the handler dumps
+ * FIBER_DUMP_SIGNAL=USR1, sent to a spinner's worker: the handler dumps
  * to stderr, and shows the spinner where the signal stopped it.
  */
 TEST_F(dump, on_the_signal)
 {
-	int fd = memfd(), saved_stderr = dup(STDERR_FILENO);
-	const char *text;
-	char e[4096];
+	int fd = memfd(), saved_stderr = dup(STDERR_FILENO), tries, i;
+	const char *last_worker = variant->mode == FIBER_PREEMPT_OFF ? "\nworker 2 " : "\nworker 1 ";
+	const char *text = "";
+	char e[4096] = "";
 
 	ASSERT_LE(0, fd);
 	ASSERT_EQ(0, setenv("FIBER_DUMP_SIGNAL", "USR1", 1));
@@ -386,14 +387,24 @@ TEST_F(dump, on_the_signal)
 		return;
 	ASSERT_EQ(0, unsetenv("FIBER_DUMP_SIGNAL"));
 	ASSERT_LE(0, dup2(fd, STDERR_FILENO));
-	ASSERT_EQ(0, tgkill(getpid(), atomic_load(&self->s.spinner_tid), SIGUSR1));
-	/* The handler runs before the spinner's thread goes on. */
-	for (int i = 0; i < 5000 && !strstr(contents(fd), "\nworker 2 "); i++)
-		usleep(1000);
+	/*
+	 * The worker runs a spinner but for its switches and upcalls: the
+	 * signal may land in libfiber's code; then it is sent again.
+	 */
+	for (tries = 0; tries < 20; tries++) {
+		ftruncate(fd, 0);
+		lseek(fd, 0, SEEK_SET);
+		tgkill(getpid(), atomic_load(&self->s.spinner_tid), SIGUSR1);
+		/* Until the dump's last line, the last worker's. */
+		for (i = 0; i < 5000 && !strstr(contents(fd), last_worker); i++)
+			usleep(1000);
+		text = contents(fd);
+		if (spinner_entry(self, text, " (interrupted by the signal);", e, sizeof(e)) &&
+		    strstr(e, " dm_spin+0x"))
+			break;
+	}
 	dup2(saved_stderr, STDERR_FILENO);
-	text = contents(fd);
 	check_scene(_metadata, self, text);
-	/* The worker runs a spinner but for its switches. */
 	ASSERT_NE(NULL, spinner_entry(self, text, " (interrupted by the signal);", e, sizeof(e)))
 		TH_LOG("%s", text);
 	EXPECT_NE(NULL, strstr(e, " dm_spin+0x")) TH_LOG("%s", e);
