@@ -203,6 +203,16 @@ $(addprefix $(O)/selftests/,$(filter-out %_static unwind_insn cxa_guard,$(SELFTE
 	@mkdir -p $(dir $@)
 	$(CC) $(KSFT_CFLAGS) -o $@ $< $(filter %.S,$^) $(LINK_FIBER) $(KSFT_LDLIBS)
 
+# Tests run natively only, by a driver of their own (selftests/NAME.sh
+# PROGRAM [RUN_TARGET]): gdb.sh debugs the program with gdb and
+# scripts/gdb/libfiber.py.
+SELFTESTS_HOST := gdb
+SELFTEST_HOST_BINS := $(addprefix $(O)/selftests/,$(SELFTESTS_HOST))
+selftests: $(SELFTEST_HOST_BINS)
+$(SELFTEST_HOST_BINS): $(O)/selftests/%: selftests/%.c selftests/*.h $(LIB_HDRS) $(LIBFIBER_SO)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(KSFT_WARN) -o $@ $< $(LINK_FIBER)
+
 # ---- examples ---------------------------------------------------------------
 
 EXAMPLES := fairness httpd
@@ -307,6 +317,13 @@ host-check: all
 	@for t in $(SELFTESTS_LIB); do \
 		echo "== host ($(TARGET)): $$t"; \
 		timeout -s KILL 600 $(RUN_TARGET) $(O)/selftests/$$t > $(RESULTS)/host-$(ARCH)/$$t.out 2>&1; \
+		echo $$? > $(RESULTS)/host-$(ARCH)/$$t.rc; \
+		grep -E '^(not )?ok |SKIP' $(RESULTS)/host-$(ARCH)/$$t.out || true; \
+	done
+	@for t in $(SELFTESTS_HOST); do \
+		echo "== host ($(TARGET)): $$t"; \
+		timeout -s KILL 600 selftests/$$t.sh $(O)/selftests/$$t $(RUN_TARGET) \
+			> $(RESULTS)/host-$(ARCH)/$$t.out 2>&1; \
 		echo $$? > $(RESULTS)/host-$(ARCH)/$$t.rc; \
 		grep -E '^(not )?ok |SKIP' $(RESULTS)/host-$(ARCH)/$$t.out || true; \
 	done

@@ -8,7 +8,7 @@ pkgs="gcc make libc6-dev liburing-dev pkg-config
       qemu-system-x86 busybox-static cpio gzip xz-utils
       linux-source-6.1 linux-headers-amd64 linux-image-amd64
       gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-system-arm qemu-user-static
-      g++ g++-aarch64-linux-gnu wrk curl"
+      g++ g++-aarch64-linux-gnu wrk curl gdb"
 
 missing() {
 	# The arm64 kernel and busybox are fetched as arm64 packages.
