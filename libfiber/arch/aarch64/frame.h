@@ -32,7 +32,8 @@
  *
  * At the largest vector length (256 bytes) the SVE record ends at 9936.
  *
- * Switch frame, built by fiber_switch() on the stack it leaves:
+ * Switch frame, built by fiber_switch() on the stack it leaves
+ * (scripts/gdb/libfiber.py reads it too: keep the two in step):
  *
  *   offset  what
  *      0    x19, x20 ... x29, x30 (x30: where fiber_switch returns)

@@ -30,7 +30,8 @@
  * Below the frame, 64-byte aligned: the XSAVE area (all state components
  * in use, compacted when the CPU has XSAVEC; FXSAVE without XSAVE).
  *
- * Switch frame, built by fiber_switch() on the stack it leaves:
+ * Switch frame, built by fiber_switch() on the stack it leaves
+ * (scripts/gdb/libfiber.py reads it too: keep the two in step):
  *
  *   offset  what
  *     0     mxcsr (4 bytes), x87 control word (2 bytes), padding
