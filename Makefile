@@ -11,10 +11,14 @@
 # KVER=, KDIR=    build the module for another kernel (default: the kernel of
 #                 Debian's linux-headers-amd64, which the VM boots); on a real
 #                 machine: make KDIR=/lib/modules/$(uname -r)/build
+# KERNELS=        the other kernels make check builds the module for and boots
+#                 (x86_64), each series:suite of Debian's (default
+#                 6.12:bookworm-backports); KERNELS= for none
 # VM_ACCEL=kvm    use KVM for the VM (default tcg: software emulation)
 
 ARCH       ?= x86_64
 ARCHES     ?= x86_64 arm64
+KERNELS    ?= 6.12:bookworm-backports
 # Debian's amd64 and arm64 kernels come from one source upload: one ABI.
 KVER_AMD64 ?= $(shell scripts/kver.sh amd64)
 HOST_ARCH  := $(shell uname -m)
@@ -68,7 +72,11 @@ KSFT_INC   := $(KSFT_DIR)/tools/testing/selftests
 
 # ---- the module -------------------------------------------------------------
 
-MODULE     := $(O)/kbuild/kmod/fiber_preempt.ko
+# KERNEL=6.12 (set by make check's kernel lanes): the module built, and
+# the VM suite run, for that kernel, apart from the default one's.
+KSUFFIX    := $(if $(KERNEL),-$(KERNEL))
+KBUILD_OUT := $(O)/kbuild$(KSUFFIX)
+MODULE     := $(KBUILD_OUT)/kmod/fiber_preempt.ko
 
 .PHONY: all module lib selftests examples benches check vm-check host-check demo bench deps \
 	checkpatch checkpatch-check clean install
@@ -89,9 +97,9 @@ module: $(MODULE)
 $(MODULE): Kbuild kmod/*.c kmod/*.h kmod/Kbuild kmod/arch/*/*.h uapi/linux/*.h | $(KDIR)/Makefile
 	@grep -q '^CONFIG_PREEMPT_NOTIFIERS=y' $(KDIR)/.config || \
 		{ echo "error: $(KDIR) lacks CONFIG_PREEMPT_NOTIFIERS=y" >&2; exit 1; }
-	@mkdir -p $(O)/kbuild
-	cp -r Kbuild kmod uapi $(O)/kbuild/
-	$(MAKE) -C $(KDIR) M=$(O)/kbuild $(KBUILD_ARCH) modules
+	@mkdir -p $(KBUILD_OUT)
+	cp -r Kbuild kmod uapi $(KBUILD_OUT)/
+	$(MAKE) -C $(KDIR) M=$(KBUILD_OUT) $(KBUILD_ARCH) modules
 
 # ---- libfiber ---------------------------------------------------------------
 
@@ -308,6 +316,21 @@ check:
 		printf '%s 1 lane %s: build\n%s 2 lane %s: the VM ran\n' \
 			"$$built" $$a "$$ran" $$a > $(RESULTS)/lane-$$a/lane.tap; \
 	done; true
+	@for k in $(KERNELS); do \
+		series=$${k%%:*}; suite=$${k#*:}; root=$(abspath build)/kernels/$$series; \
+		mkdir -p $(RESULTS)/lane-x86_64-$$series; \
+		built=ok; ran=ok; \
+		[ "$$(cat $$root/kver 2>/dev/null)" ] || \
+			scripts/debian-kernel.sh $$suite $$series $$root || built="not ok"; \
+		kver=$$(cat $$root/kver 2>/dev/null); \
+		kargs="ARCH=x86_64 KERNEL=$$series KVER=$$kver RESULTS=$(RESULTS) \
+			KDIR=$$root/usr/src/linux-headers-$$kver VMLINUZ=$$root/boot/vmlinuz-$$kver"; \
+		[ "$$built" = ok ] && { $(MAKE) --no-print-directory $$kargs module || built="not ok"; }; \
+		[ "$$built" = ok ] && $(MAKE) --no-print-directory -k $$kargs vm-check; \
+		[ -f $(RESULTS)/vm-x86_64-$$series/vm.tap ] || ran="not ok"; \
+		printf '%s 1 kernel %s: module built\n%s 2 kernel %s: the VM ran\n' \
+			"$$built" $$series "$$ran" $$series > $(RESULTS)/lane-x86_64-$$series/lane.tap; \
+	done; true
 	@$(MAKE) --no-print-directory RESULTS=$(RESULTS) checkpatch-check
 	@scripts/tap-summary.sh $(RESULTS)/*/*.out $(RESULTS)/*/*.tap
 
@@ -347,11 +370,11 @@ checkpatch-check: $(KSFT_INC)/kselftest_harness.h
 	fi > $(RESULTS)/style/checkpatch.tap
 
 vm-check: all
-	$(VM_ENV) VM_OUT=$(RESULTS)/vm-$(ARCH) VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
+	$(VM_ENV) VM_OUT=$(RESULTS)/vm-$(ARCH)$(KSUFFIX) VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
 	VM_FILES="$(SELFTEST_BINS) $(TEST_LIBSPIN) $(O)/examples/httpd $(LIBFIBER_SO).1" \
 	VM_RUN="$(SELFTESTS_VM)" \
 	VM_AFTER="$(SELFTESTS_AFTER)" scripts/vm-run.sh
-	@rm -rf $(RESULTS)/vm-$(ARCH)/root $(RESULTS)/vm-$(ARCH)/initramfs.gz
+	@rm -rf $(RESULTS)/vm-$(ARCH)$(KSUFFIX)/root $(RESULTS)/vm-$(ARCH)$(KSUFFIX)/initramfs.gz
 
 # The seed example in the VM: preemption by the module, by a signal, then
 # none; then short requests to httpd beside long ones, preempted and not.

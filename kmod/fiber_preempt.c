@@ -99,6 +99,7 @@
 #include <linux/fiber_preempt.h>
 
 #include "fp_arch.h"
+#include "fp_compat.h"
 
 #define CREATE_TRACE_POINTS
 #include "fp_trace.h"
@@ -521,7 +522,7 @@ static const struct file_operations fp_fops = {
 	.owner = THIS_MODULE,
 	.open = nonseekable_open,
 	.unlocked_ioctl = fp_ioctl,
-	.llseek = no_llseek,
+	.llseek = fp_no_llseek,
 };
 
 static struct miscdevice fp_misc = {
