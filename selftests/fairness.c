@@ -91,8 +91,10 @@ TEST_F(fair, near_equal_shares)
 
 /*
  * 3 spinners on 2 workers: pinned by default (shares 2:1:1, min/max 0.5),
- * near-equal shares when they may move (0.93-0.97 measured, natively and
- * in the VM; the bound leaves room for emulation and a loaded host).
+ * near-equal shares when they may move (0.93-0.98 measured natively and
+ * in the VMs, but 0.75-0.78 in about one VM run in ten: the counts are
+ * work done, and an emulated vCPU that also runs the signal monitor
+ * works slower; the bound stays clear of the pinned 0.5).
  */
 TEST_F(fair, three_on_two_workers_migrating)
 {
@@ -106,7 +108,7 @@ TEST_F(fair, three_on_two_workers_migrating)
 		SKIP(return, "kmod mode: /dev/fiber_preempt absent (module not loaded)");
 	TH_LOG("min/max %.3f, %lu preemptions", ratio, preemptions);
 	ASSERT_TRUE(moved);
-	ASSERT_LT(0.8, ratio);
+	ASSERT_LT(0.7, ratio);
 }
 
 TEST_F(fair, three_on_two_workers_pinned)
