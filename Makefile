@@ -11,9 +11,9 @@
 # KVER=, KDIR=    build the module for another kernel (default: the kernel of
 #                 Debian's linux-headers-amd64, which the VM boots); on a real
 #                 machine: make KDIR=/lib/modules/$(uname -r)/build
-# KERNELS=        the other kernels make check builds the module for and boots
-#                 (x86_64), each series:suite of Debian's (default
-#                 6.12:bookworm-backports); KERNELS= for none
+# KERNELS=        the other kernels make check builds the module for (x86_64
+#                 and arm64) and boots (x86_64), each series:suite of Debian's
+#                 (default 6.12:bookworm-backports); KERNELS= for none
 # VM_ACCEL=kvm    use KVM for the VM (default tcg: software emulation)
 
 ARCH       ?= x86_64
@@ -319,17 +319,19 @@ check:
 	@for k in $(KERNELS); do \
 		series=$${k%%:*}; suite=$${k#*:}; root=$(abspath build)/kernels/$$series; \
 		mkdir -p $(RESULTS)/lane-x86_64-$$series; \
-		built=ok; ran=ok; \
-		[ "$$(cat $$root/kver 2>/dev/null)" ] || \
+		built=ok; ran=ok; arm64=ok; \
+		[ "$$(cat $$root/kver-arm64 2>/dev/null)" ] || \
 			scripts/debian-kernel.sh $$suite $$series $$root || built="not ok"; \
-		kver=$$(cat $$root/kver 2>/dev/null); \
+		kver=$$(cat $$root/kver 2>/dev/null); karm=$$(cat $$root/kver-arm64 2>/dev/null); \
 		kargs="ARCH=x86_64 KERNEL=$$series KVER=$$kver RESULTS=$(RESULTS) \
 			KDIR=$$root/usr/src/linux-headers-$$kver VMLINUZ=$$root/boot/vmlinuz-$$kver"; \
 		[ "$$built" = ok ] && { $(MAKE) --no-print-directory $$kargs module || built="not ok"; }; \
 		[ "$$built" = ok ] && $(MAKE) --no-print-directory -k $$kargs vm-check; \
 		[ -f $(RESULTS)/vm-x86_64-$$series/vm.tap ] || ran="not ok"; \
-		printf '%s 1 kernel %s: module built\n%s 2 kernel %s: the VM ran\n' \
-			"$$built" $$series "$$ran" $$series > $(RESULTS)/lane-x86_64-$$series/lane.tap; \
+		$(MAKE) --no-print-directory ARCH=arm64 KERNEL=$$series KVER=$$karm \
+			KDIR=$$root/usr/src/linux-headers-$$karm module || arm64="not ok"; \
+		printf '%s 1 kernel %s: module built\n%s 2 kernel %s: the VM ran\n%s 3 kernel %s: arm64 module built\n' \
+			"$$built" $$series "$$ran" $$series "$$arm64" $$series > $(RESULTS)/lane-x86_64-$$series/lane.tap; \
 	done; true
 	@$(MAKE) --no-print-directory RESULTS=$(RESULTS) checkpatch-check
 	@scripts/tap-summary.sh $(RESULTS)/*/*.out $(RESULTS)/*/*.tap
