@@ -206,7 +206,12 @@ TEST(spawns_from_threads)
 }
 
 #define SLEEPERS	200
-#define SLEEP_STEP_NS	300000
+/*
+ * Apart by more than an emulated vCPU may stall between a sleeper's
+ * reading of the clock and fiber_sleep()'s (0.3 ms was not, once in an
+ * arm64 VM: two woke swapped).
+ */
+#define SLEEP_STEP_NS	1000000
 
 struct sleeper {
 	uint64_t deadline, woke;
@@ -238,7 +243,7 @@ static void *timed_sleeper(void *arg)
 }
 
 /*
- * 200 fibers on one worker sleep until deadlines 0.3 ms apart, in a
+ * 200 fibers on one worker sleep until deadlines 1 ms apart, in a
  * shuffled order: none wakes early, and they wake in deadline order (the
  * worker's timer heap). They wait at a gate first, so the deadlines start
  * once all exist, however slow spawning is (emulated, it is).
