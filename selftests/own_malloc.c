@@ -98,8 +98,12 @@ TEST_F_TIMEOUT(own_malloc, setenv_never_deadlocks, 180)
 	FIBER_START(&cfg);
 	for (i = 0; i < NR_FIBERS; i++)
 		ASSERT_EQ(0, fiber_spawn(&f[i], env_main, (void *)i));
+	/*
+	 * One more: read while an upcall is under way, the count has it as
+	 * a preemption until it declines (a 6.12 VM run ended at 19).
+	 */
 	FIBER_WAIT_FOR(FIBER_STAT_SUM(deferred_stack) >= TARGET &&
-		       FIBER_STAT_SUM(preemptions) >= TARGET, TIME_LIMIT_NS);
+		       FIBER_STAT_SUM(preemptions) >= TARGET + 1, TIME_LIMIT_NS);
 	atomic_store(&stop, true);
 	for (i = 0; i < NR_FIBERS; i++)
 		ASSERT_EQ(0, fiber_join(f[i], NULL));
