@@ -100,7 +100,12 @@ struct fiber_config {
 /* Statistics of one worker, since the scheduler started. */
 struct fiber_worker_stats {
 	uint64_t switches;		/* fibers run by this worker */
-	uint64_t preemptions;		/* fibers preempted by the timer */
+	/*
+	 * Fibers preempted by the timer. Read while the worker runs, it
+	 * may count an upcall under way that then declines (and moves to
+	 * deferred_stack): one too many, until the next read.
+	 */
+	uint64_t preemptions;
 	uint64_t fired;			/* slices that ran out with no switch */
 	uint64_t deferred_off;		/* ... while preemption was disabled */
 	uint64_t deferred_pc;		/* ... while outside the program's code */
