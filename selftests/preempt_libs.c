@@ -67,8 +67,13 @@ FIBER_MODE_FIXTURE(libs);
 TEST_F_TIMEOUT(libs, not_preempted_by_default, 300)
 {
 	run(_metadata, variant->mode);
-	/* The window has a few instructions of the program's own around the call. */
-	ASSERT_GT(CALLS / 4, atomic_load(&interleaved));
+	/*
+	 * The window has a few instructions of the program's own around the
+	 * call, and the preemption deferred all through the call is retried
+	 * every 20 us: emulated, it lands there in up to 6 calls of 20
+	 * (arm64 VM, kmod). Named, all 20 are.
+	 */
+	ASSERT_GT(CALLS / 2, atomic_load(&interleaved));
 }
 
 TEST_F_TIMEOUT(libs, preempted_when_named, 300)
