@@ -265,7 +265,7 @@ void fiber_out_backtrace(struct fiber_out *o, void *const *pcs, int n, bool firs
 static uint64_t base_ticks, base_ns;
 
 /* Time on a worker, from CPU counter ticks. */
-static uint64_t ticks_to_ns(uint64_t ticks)
+uint64_t fiber_ticks_to_ns(uint64_t ticks)
 {
 	uint64_t t, ns;
 
@@ -408,7 +408,7 @@ static void out_fiber(struct fiber_out *o, struct fiber *f, struct fiber_worker 
 	if (worker >= 0)
 		ticks += fiber_arch_ticks() - __atomic_load_n(&workers[worker].run_start,
 							      __ATOMIC_RELAXED);
-	fiber_out_ms(o, ticks_to_ns(ticks));
+	fiber_out_ms(o, fiber_ticks_to_ns(ticks));
 	fiber_out_str(o, " on a worker\n");
 
 	if (self && self->current == f && uc) {

@@ -403,6 +403,7 @@ void fiber_registry_workers_ready(void) FIBER_HIDDEN;
 void fiber_registry_workers_gone(void) FIBER_HIDDEN;
 void fiber_registry_forked(void) FIBER_HIDDEN;
 int fiber_dump_setup(void) FIBER_HIDDEN;
+uint64_t fiber_ticks_to_ns(uint64_t ticks) FIBER_HIDDEN;
 
 /* Text for dumps and reports, written with write(2): no malloc, no stdio. */
 struct fiber_out {

@@ -916,9 +916,17 @@ int fiber_detach(fiber_t *f)
 
 int fiber_stats(fiber_t *f, struct fiber_stats *st)
 {
+	struct fiber_worker *w = fiber_tls_worker;
+	uint64_t ticks;
+
 	if (!f || !st)
 		return -EINVAL;
 	*st = f->stats;
+	ticks = __atomic_load_n(&f->run_ticks, __ATOMIC_RELAXED);
+	/* The caller's own run under way counts too. */
+	if (w && w->current == f)
+		ticks += fiber_arch_ticks() - w->run_start;
+	st->run_ns = fiber_ticks_to_ns(ticks);
 	return 0;
 }
 

@@ -139,6 +139,11 @@ struct fiber_worker_stats {
 struct fiber_stats {
 	uint64_t runs;			/* times a worker switched to it */
 	uint64_t preemptions;		/* times the timer took it off its worker */
+	/*
+	 * Time on a worker: the caller's own includes its run under way,
+	 * another fiber's counts up to its last switch.
+	 */
+	uint64_t run_ns;
 };
 
 typedef struct fiber fiber_t;
