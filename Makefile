@@ -238,7 +238,7 @@ comma := ,
 
 # ---- benchmarks -------------------------------------------------------------
 
-BENCHES := switch sched io preempt unwind locks slices uring_plain loadgen \
+BENCHES := switch sched io preempt unwind upcall locks slices uring_plain loadgen \
 	   $(if $(filter aarch64,$(TARGET)),sigreturn)
 BENCH_BINS := $(addprefix $(O)/bench/,$(BENCHES))
 BENCH_VM_RUN := preempt,cost unwind slices preempt,slices $(if $(filter aarch64,$(TARGET)),sigreturn preempt,sve)
@@ -249,8 +249,9 @@ SERVER_VM_FILES := $(if $(filter x86_64,$(TARGET)),$(SERVER_BENCH) $(shell comma
 SERVER_VM_RUN := $(if $(filter x86_64,$(TARGET)),server.sh$(comma)--modes$(comma)kmod+signal+off)
 
 benches: $(BENCH_BINS)
-# It times the internal stack walker, so it links libfiber.a.
-$(O)/bench/unwind: bench/unwind.c $(LIB_HDRS) $(LIBFIBER_A)
+# They time libfiber's internals (the stack walker, the trampoline), so they
+# link libfiber.a.
+$(O)/bench/unwind $(O)/bench/upcall: $(O)/bench/%: bench/%.c $(LIB_HDRS) $(LIBFIBER_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -I$(LIB_DIR) -I$(LIB_DIR)/arch/$(LIB_ARCH) $(CFLAGS) $(WARN) -o $@ $< \
 		$(LIBFIBER_A) $(LDFLAGS) -l:liburing.a -pthread -ldl
@@ -283,6 +284,7 @@ bench:
 	@$(RUN_TARGET) $(O)/bench/io
 	@$(RUN_TARGET) $(O)/bench/preempt cost
 	@$(RUN_TARGET) $(O)/bench/unwind
+	@$(RUN_TARGET) $(O)/bench/upcall
 	@$(RUN_TARGET) $(O)/bench/locks
 	@$(RUN_TARGET) $(O)/bench/slices
 	@$(if $(RUN_TARGET),echo "server: SKIP natively: qemu-user has no io_uring",bench/server.sh --bin $(O))

@@ -37,7 +37,7 @@ static int walk(const ucontext_t *uc)
 	int n = 0;
 
 	fiber_unwind_from_ucontext(&r, uc);
-	while (n < FIBER_UNWIND_MAX_FRAMES && fiber_unwind_step(&r, stack_lo, stack_hi) == 1)
+	while (n < FIBER_UNWIND_MAX_FRAMES && fiber_unwind_step(&r, stack_lo, stack_hi, NULL) == 1)
 		n++;
 	return n;
 }

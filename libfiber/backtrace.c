@@ -37,7 +37,7 @@ static int walk(struct fiber_unwind_regs *r, uintptr_t lo, uintptr_t hi, void **
 			skip--;
 		else
 			pcs[n++] = (void *)(uintptr_t)r->pc;
-		if (fiber_unwind_step(r, lo, hi) != 1)
+		if (fiber_unwind_step(r, lo, hi, NULL) != 1)
 			break;
 	}
 	return n;

@@ -209,6 +209,7 @@ struct fiber_worker {
 	uint64_t steals;		/* fibers taken from other workers */
 	uint64_t wakeups;		/* wake-ups sent to it while it slept */
 	uint64_t deferred_stack;	/* upcalls declined: a frame not preemptible */
+	struct fiber_unwind_cache *unwind_cache;	/* the upcall's stack walks */
 	int init_error;			/* set once the worker has started */
 	/* signal backend: the worker's CPU clock, and the monitor's view */
 	clockid_t cpu_clock;

@@ -30,6 +30,7 @@
  * expression operators used in CFI (PLT entries, stack realignment).
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -76,8 +77,10 @@ enum rule_kind {
 
 struct rule {
 	enum rule_kind kind;
-	int64_t n;
-	const uint8_t *expr;	/* length-prefixed (uleb128) block */
+	union {
+		int64_t n;
+		const uint8_t *expr;	/* length-prefixed (uleb128) block */
+	};
 };
 
 struct row {
@@ -96,6 +99,27 @@ struct cie {
 	uint8_t fde_enc;
 	bool signal_frame;
 	const uint8_t *insns, *end;
+};
+
+/* A frame's row, its CFI run to the PC looked up: all a step needs. */
+struct frame_rule {
+	uintptr_t pc;		/* that PC (a return address - 1); 0: none */
+	struct row row;
+	uint64_t ruled;		/* bit n: register n's rule is not RULE_SAME */
+	unsigned int ra_column;
+	bool signal_frame;
+};
+
+/*
+ * Rows by PC, direct-mapped: a walk from the same places (a loop the timer
+ * keeps interrupting, the same callers) then skips the FDE search and the
+ * CFI program. The index does not change while fibers run, so entries stay
+ * valid until the scheduler stops.
+ */
+#define CACHE_ENTRIES		64
+
+struct fiber_unwind_cache {
+	struct frame_rule entry[CACHE_ENTRIES];
 };
 
 /* What a walk reads: the stack it may touch, and its registers. */
@@ -452,8 +476,10 @@ static void set_rule(struct row *row, uint64_t reg, enum rule_kind kind, int64_t
 	if (reg >= UNWIND_NR_REGS)
 		return;
 	row->reg[reg].kind = kind;
-	row->reg[reg].n = n;
-	row->reg[reg].expr = expr;
+	if (expr)
+		row->reg[reg].expr = expr;
+	else
+		row->reg[reg].n = n;
 }
 
 static void skip_block(const uint8_t **p, const uint8_t *end)
@@ -646,17 +672,15 @@ static bool recover(const struct walk *w, const struct rule *rule, unsigned int 
 	return false;
 }
 
-int fiber_unwind_step(struct fiber_unwind_regs *r, uintptr_t lo, uintptr_t hi)
+/* Runs the CFI of the frame at lookup into fr. Returns 0 or -errno. */
+static int find_rule(uintptr_t lookup, struct frame_rule *fr)
 {
-	uintptr_t lookup = r->caller ? r->pc - 1 : r->pc;
 	const uint8_t *fde = find_fde(lookup), *p, *end, *cie_field;
-	struct walk w = { .lo = lo, .hi = hi, .regs = r };
-	struct fiber_unwind_regs next;
-	struct row row, initial;
-	uint64_t start, range, cfa;
+	uint64_t start, range;
+	struct row initial;
 	struct cie cie;
-	uint32_t len;
 	unsigned int i;
+	uint32_t len;
 
 	if (!fde)
 		return -ENOENT;
@@ -675,38 +699,86 @@ int fiber_unwind_step(struct fiber_unwind_regs *r, uintptr_t lo, uintptr_t hi)
 		return -ENOENT;		/* in a gap between FDEs */
 	skip_block(&p, end);		/* augmentation data ('z' CIEs: all of ours) */
 
-	memset(&row, 0, sizeof(row));
-	if (!run_cfa(&cie, cie.insns, cie.end, 0, UINT64_MAX, &row, NULL))
+	memset(&fr->row, 0, sizeof(fr->row));
+	if (!run_cfa(&cie, cie.insns, cie.end, 0, UINT64_MAX, &fr->row, NULL))
 		return -EINVAL;
-	initial = row;
-	if (!run_cfa(&cie, p, end, start, lookup, &row, &initial))
+	initial = fr->row;
+	if (!run_cfa(&cie, p, end, start, lookup, &fr->row, &initial))
 		return -EINVAL;
+	if (!fr->row.cfa_expr && fr->row.cfa_reg >= UNWIND_NR_REGS)
+		return -EINVAL;
+	fr->ruled = 0;
+	for (i = 0; i < UNWIND_NR_REGS; i++)
+		if (fr->row.reg[i].kind != RULE_SAME)
+			fr->ruled |= 1ULL << i;
+	fr->ra_column = cie.ra_column;
+	fr->signal_frame = cie.signal_frame;
+	fr->pc = lookup;
+	return 0;
+}
 
-	if (row.cfa_expr) {
-		if (!eval_expr(&w, row.cfa_expr, false, 0, &cfa))
+/* Steps r to its caller by the frame's row. */
+static int apply_rule(const struct frame_rule *fr, struct fiber_unwind_regs *r, uintptr_t lo,
+		      uintptr_t hi)
+{
+	struct walk w = { .lo = lo, .hi = hi, .regs = r };
+	const struct row *row = &fr->row;
+	uint64_t cfa, next[UNWIND_NR_REGS], ruled;
+	unsigned int i;
+
+	if (row->cfa_expr) {
+		if (!eval_expr(&w, row->cfa_expr, false, 0, &cfa))
 			return -EINVAL;
 	} else {
-		if (row.cfa_reg >= UNWIND_NR_REGS)
-			return -EINVAL;
-		cfa = r->reg[row.cfa_reg] + row.cfa_offset;
+		cfa = r->reg[row->cfa_reg] + row->cfa_offset;
 	}
-	if (row.reg[cie.ra_column].kind == RULE_UNDEFINED)
+	if (row->reg[fr->ra_column].kind == RULE_UNDEFINED)
 		return 0;		/* the outermost frame */
 
 	/* A caller's frame lies toward the stack's base, never below. */
 	if (cfa < r->reg[UNWIND_SP] || cfa > hi)
 		return -EFAULT;
-	for (i = 0; i < UNWIND_NR_REGS; i++) {
-		next.reg[i] = 0;
-		if (row.reg[i].kind != RULE_UNDEFINED &&
-		    !recover(&w, &row.reg[i], i, cfa, &next.reg[i]))
+	/* Most registers keep their value (RULE_SAME): only the others are worked out. */
+	memcpy(next, r->reg, sizeof(next));
+	for (ruled = fr->ruled; ruled; ruled &= ruled - 1) {
+		i = __builtin_ctzll(ruled);
+		next[i] = 0;
+		if (row->reg[i].kind != RULE_UNDEFINED &&
+		    !recover(&w, &row->reg[i], i, cfa, &next[i]))
 			return -EFAULT;
 	}
-	next.reg[UNWIND_SP] = cfa;
-	next.pc = next.reg[cie.ra_column];
-	if (row.ra_signed)
-		next.pc = fiber_unwind_strip_ra(next.pc);
-	next.caller = !cie.signal_frame;
-	*r = next;
+	next[UNWIND_SP] = cfa;
+	/* Only the registers in use: the rest of r->reg stays as it was. */
+	memcpy(r->reg, next, sizeof(next));
+	r->pc = next[fr->ra_column];
+	if (row->ra_signed)
+		r->pc = fiber_unwind_strip_ra(r->pc);
+	r->caller = !fr->signal_frame;
 	return 1;
+}
+
+int fiber_unwind_step(struct fiber_unwind_regs *r, uintptr_t lo, uintptr_t hi,
+		      struct fiber_unwind_cache *cache)
+{
+	uintptr_t lookup = r->caller ? r->pc - 1 : r->pc;
+	struct frame_rule local, *fr = &local;
+	int err;
+
+	if (cache) {
+		/* Return addresses are at least 1 byte apart; functions 16. */
+		fr = &cache->entry[(lookup ^ lookup >> 6 ^ lookup >> 12) % CACHE_ENTRIES];
+		if (fr->pc == lookup)
+			return apply_rule(fr, r, lo, hi);
+	}
+	err = find_rule(lookup, fr);
+	if (err) {
+		fr->pc = 0;
+		return err;
+	}
+	return apply_rule(fr, r, lo, hi);
+}
+
+struct fiber_unwind_cache *fiber_unwind_cache_new(void)
+{
+	return calloc(1, sizeof(struct fiber_unwind_cache));
 }

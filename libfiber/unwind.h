@@ -46,14 +46,24 @@ int fiber_unwind_add_object(const struct dl_phdr_info *info) __attribute__((visi
 /* Empties the index. */
 void fiber_unwind_reset(void) __attribute__((visibility("hidden")));
 
+/* Frames already looked up, by PC: one per thread that walks often. */
+struct fiber_unwind_cache;
+
+/*
+ * A cache for fiber_unwind_step(), empty; free() releases it. NULL when
+ * out of memory. Valid until the index changes (fiber_unwind_reset()).
+ */
+struct fiber_unwind_cache *fiber_unwind_cache_new(void) __attribute__((visibility("hidden")));
+
 /*
  * Steps r from a frame to its caller, reading the stack only inside
- * [lo, hi). Returns 1 with r describing the caller, 0 when the CFI says
- * the frame has no caller (the bottom of a stack), or a negative errno
- * when the walk cannot go on: -ENOENT (no CFI for r->pc), -EFAULT (a read
- * outside the stack), -EINVAL (CFI the walker does not understand).
+ * [lo, hi). cache, if not NULL, is used by this thread alone. Returns 1
+ * with r describing the caller, 0 when the CFI says the frame has no
+ * caller (the bottom of a stack), or a negative errno when the walk
+ * cannot go on: -ENOENT (no CFI for r->pc), -EFAULT (a read outside the
+ * stack), -EINVAL (CFI the walker does not understand).
  */
-int fiber_unwind_step(struct fiber_unwind_regs *r, uintptr_t lo, uintptr_t hi)
-	__attribute__((visibility("hidden")));
+int fiber_unwind_step(struct fiber_unwind_regs *r, uintptr_t lo, uintptr_t hi,
+		      struct fiber_unwind_cache *cache) __attribute__((visibility("hidden")));
 
 #endif /* LIBFIBER_UNWIND_H */

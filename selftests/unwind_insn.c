@@ -4,7 +4,7 @@
  * of a corpus of function shapes: a leaf using the red zone, a function
  * without frame pointer that pushes and pops, one with alloca, and one
  * with a frame over 4 KiB (two SP adjustments on arm64), stopped at each
- * of their instructions in turn. Built with libfiber.a to reach the
+ * of their instructions in turn; and the same through the upcall's cache. Built with libfiber.a to reach the
  * walker, which is internal.
  */
 #include "kselftest_harness.h"
@@ -82,11 +82,13 @@ struct stop {
 	int depth;		/* frames the walk produced */
 	int err;		/* the step that ended it */
 	uint64_t frames[NR_CHAIN + 1];
+	bool cache_differs;	/* a walk through the cache found others */
 };
 
 static struct stop stops[MAX_STOPS];
 static int nr_stops;
 static uintptr_t stack_lo, stack_hi;
+static struct fiber_unwind_cache *cache;
 static uintptr_t corpus_start[NR_CHAIN], corpus_end[NR_CHAIN];
 
 static int chain_index(uint64_t pc)
@@ -99,27 +101,48 @@ static int chain_index(uint64_t pc)
 	return -1;
 }
 
-/* Walks from the stopped state, as the upcall would. */
-static void walk_from(const ucontext_t *uc)
+/* Walks from uc into frames; returns the depth, the step that ended it in *err. */
+static int walk(const ucontext_t *uc, struct fiber_unwind_cache *cache, uint64_t *frames,
+		int *err)
 {
 	struct fiber_unwind_regs r = { .caller = false };
+	int depth = 0, ret;
+
+	fiber_unwind_from_ucontext(&r, uc);
+	*err = 0;
+	while (depth <= NR_CHAIN) {
+		frames[depth++] = r.caller ? r.pc - 1 : r.pc;
+		ret = fiber_unwind_step(&r, stack_lo, stack_hi, cache);
+		if (ret != 1) {
+			*err = ret;
+			break;
+		}
+	}
+	return depth;
+}
+
+/*
+ * Walks from the stopped state, as the upcall would; then twice through
+ * the upcall's cache of rows (filling it, then reading it, with other
+ * stops' rows evicted or not), which must find the same frames.
+ */
+static void walk_from(const ucontext_t *uc)
+{
+	uint64_t frames[NR_CHAIN + 1];
 	struct stop *s;
-	int ret;
+	int i, depth, err;
 
 	if (nr_stops == MAX_STOPS)
 		return;
 	s = &stops[nr_stops++];
-	fiber_unwind_from_ucontext(&r, uc);
-	s->pc = r.pc;
-	s->depth = 0;
-	s->err = 0;
-	while (s->depth <= NR_CHAIN) {
-		s->frames[s->depth++] = r.caller ? r.pc - 1 : r.pc;
-		ret = fiber_unwind_step(&r, stack_lo, stack_hi);
-		if (ret != 1) {
-			s->err = ret;
-			break;
-		}
+	s->pc = fiber_arch_uc_pc(uc);
+	s->depth = walk(uc, NULL, s->frames, &s->err);
+	s->cache_differs = false;
+	for (i = 0; i < 2; i++) {
+		depth = walk(uc, cache, frames, &err);
+		if (depth != s->depth || err != s->err ||
+		    memcmp(frames, s->frames, depth * sizeof(frames[0])))
+			s->cache_differs = true;
 	}
 }
 
@@ -155,7 +178,8 @@ static int setup(struct __test_metadata *_metadata)
 		corpus_end[i] = corpus_start[i] + sym->st_size;
 	}
 	nr_stops = 0;
-	return 0;
+	cache = fiber_unwind_cache_new();
+	return cache ? 0 : -1;
 }
 
 #if defined(__x86_64__)
@@ -234,7 +258,7 @@ static void stop_everywhere(void)
 TEST(every_instruction)
 {
 	struct sigaction sa = { .sa_sigaction = on_trap, .sa_flags = SA_SIGINFO };
-	int per_function[NR_CHAIN] = { 0 }, bad = 0, i, j, idx;
+	int per_function[NR_CHAIN] = { 0 }, bad = 0, cached_bad = 0, i, j, idx;
 
 	ASSERT_EQ(0, setup(_metadata)) TH_LOG("the executable's CFI could not be indexed");
 	ASSERT_EQ(0, sigaction(SIGTRAP, &sa, NULL));
@@ -248,6 +272,7 @@ TEST(every_instruction)
 		if (idx <= 0)
 			continue;
 		per_function[idx]++;
+		cached_bad += s->cache_differs;
 		/* Frame k must be in chain[idx - k], down to the driver. */
 		for (j = 0; j <= idx; j++) {
 			if (j >= s->depth || chain_index(s->frames[j]) != idx - j) {
@@ -271,6 +296,7 @@ TEST(every_instruction)
 	for (i = 1; i < NR_CHAIN; i++)
 		ASSERT_LT(5, per_function[i]);
 	ASSERT_EQ(0, bad);
+	ASSERT_EQ(0, cached_bad) TH_LOG("%d walks through the cache went elsewhere", cached_bad);
 }
 
 TEST_HARNESS_MAIN

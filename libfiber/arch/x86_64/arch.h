@@ -31,6 +31,13 @@ _Static_assert(sizeof(struct fiber_upcall_frame) == UPCALL_FRAME_SIZE,
 	       "frame.h and struct fiber_upcall_frame disagree");
 
 /*
+ * How upcall.S saves the extended state (XSAVE_MODE_*), and the bytes of
+ * its area: set once by fiber_arch_init().
+ */
+extern uint64_t fiber_xsave_size __attribute__((visibility("hidden")));
+extern uint32_t fiber_xsave_mode __attribute__((visibility("hidden")));
+
+/*
  * The CPU's free-running counter, the same on every CPU: orders fibers
  * queued on different workers without a shared counter.
  */

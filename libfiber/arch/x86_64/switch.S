@@ -41,12 +41,23 @@ fiber_switch:
 	stmxcsr	SWITCH_FRAME_CSR(%rsp)		/* MXCSR: rounding, exception masks */
 	fnstcw	SWITCH_FRAME_CSR+4(%rsp)	/* x87 control word */
 
+	movq	%rsp, %rax
 	movq	%rsp, (%rdi)			/* *save_sp = rsp */
 	movq	%rsi, %rsp			/* the other stack */
 
+	/*
+	 * LDMXCSR and FLDCW cost more than a compare, and nearly every
+	 * fiber keeps the defaults: load only what differs.
+	 */
+	movl	SWITCH_FRAME_CSR(%rsp), %ecx
+	cmpl	%ecx, SWITCH_FRAME_CSR(%rax)
+	je	1f
 	ldmxcsr	SWITCH_FRAME_CSR(%rsp)
+1:	movzwl	SWITCH_FRAME_CSR+4(%rsp), %ecx
+	cmpw	%cx, SWITCH_FRAME_CSR+4(%rax)
+	je	2f
 	fldcw	SWITCH_FRAME_CSR+4(%rsp)
-	leaq	8(%rsp), %rsp
+2:	leaq	8(%rsp), %rsp
 	.cfi_adjust_cfa_offset -8
 	popq	%r15
 	.cfi_adjust_cfa_offset -8
