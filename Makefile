@@ -171,6 +171,7 @@ $(O)/selftests/sve: selftests/sve_$(LIB_ARCH).S
 $(O)/selftests/server: $(O)/examples/httpd
 # It defines fiber_upcall_inject for libfiber and walks with libgcc's unwinder.
 $(O)/selftests/unwind: KSFT_LDLIBS := -rdynamic -lgcc_s
+$(O)/selftests/fibers: KSFT_LDLIBS := -lm
 # It names the frames it finds with dladdr().
 $(O)/selftests/backtrace: KSFT_LDLIBS := -rdynamic -ldl
 # libfiber linked into the program itself: its own code must still be

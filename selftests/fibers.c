@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
-/* The scheduler API: spawn, join, yield, sleep, self, workers, errors, idle cost. */
+/*
+ * The scheduler API: spawn, join, yield, sleep, self, workers, errors, idle
+ * cost, and what a switch keeps per fiber (the FP control state).
+ */
 #include "kselftest_harness.h"
 #include "fiber_test.h"
 
+#include <fenv.h>
 #include <stdatomic.h>
 #include <sys/resource.h>
 
@@ -119,6 +123,60 @@ TEST(yield_alternates)
 	/* One worker, a FIFO run queue: strict alternation. */
 	for (i = 1; i < 8; i++)
 		ASSERT_NE(pp.log[i - 1], pp.log[i]) TH_LOG("entry %d", i);
+}
+
+/* The rounding mode in effect; -1 when MXCSR and the x87 unit disagree. */
+static int rounding_mode(void)
+{
+#ifdef __x86_64__
+	uint32_t mxcsr;
+	uint16_t cw;
+
+	__asm__ volatile("stmxcsr %0\n\tfnstcw %1" : "=m"(mxcsr), "=m"(cw));
+	if (((mxcsr >> 13) & 3) != ((cw >> 10) & 3))
+		return -1;
+#endif
+	return fegetround();
+}
+
+static void *keep_rounding(void *arg)
+{
+	int mode = (int)(intptr_t)arg, i;
+
+	if (fesetround(mode))
+		return (void *)1;
+	for (i = 0; i < 1000; i++) {
+		fiber_yield();
+		if (rounding_mode() != mode)
+			return (void *)2;
+	}
+	fesetround(FE_TONEAREST);
+	return NULL;
+}
+
+/*
+ * Fibers taking turns on one worker each keep their own rounding mode:
+ * the switch saves and loads it (only when it differs, which this must
+ * not get wrong), and the worker's own stays the default.
+ */
+TEST(rounding_mode_is_per_fiber)
+{
+	static const int modes[] = { FE_TONEAREST, FE_UPWARD, FE_DOWNWARD, FE_TOWARDZERO };
+	struct fiber_config cfg = { .workers = 1, .mode = FIBER_PREEMPT_OFF };
+	fiber_t *f[4];
+	void *ret;
+	int i;
+
+	ASSERT_EQ(0, fiber_sched_start(&cfg));
+	for (i = 0; i < 4; i++)
+		ASSERT_EQ(0, fiber_spawn(&f[i], keep_rounding, (void *)(intptr_t)modes[i]));
+	for (i = 0; i < 4; i++) {
+		ASSERT_EQ(0, fiber_join(f[i], &ret));
+		EXPECT_EQ(NULL, ret) TH_LOG("fiber %d: %s", i,
+					    ret == (void *)2 ? "its mode changed" : "fesetround failed");
+	}
+	ASSERT_EQ(0, fiber_sched_stop());
+	ASSERT_EQ(FE_TONEAREST, rounding_mode());
 }
 
 static void *sleeper(void *arg)
