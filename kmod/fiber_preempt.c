@@ -25,6 +25,10 @@
  * library may decline an upcall (it walks the fiber's stack and finds a
  * frame that must not be interrupted) by returning to the interrupted
  * PC without a switch: the module then retries after retry_us as well.
+ * Each retry for the same slice waits twice as long as the one before, up
+ * to the slice: a thread that stays unpreemptible (a long section with
+ * preemption off, an upcall slowed down by an emulator) is not held in an
+ * interrupt storm, and a fiber switch starts again from retry_us.
  *
  * rseq: a thread interrupted inside an rseq critical section must resume
  * at the section's abort handler, or the section would complete after
@@ -114,7 +118,7 @@ MODULE_PARM_DESC(default_slice_us, "Slice when a registration gives none, in us 
 
 static unsigned int retry_us = 20;
 module_param(retry_us, uint, 0444);
-MODULE_PARM_DESC(retry_us, "Delay before retrying a deferred preemption, in us (default 20)");
+MODULE_PARM_DESC(retry_us, "Delay before retrying a deferred preemption, in us (default 20; doubles while it stays deferred)");
 
 static unsigned int max_registrations = 4096;
 module_param(max_registrations, uint, 0444);
@@ -133,6 +137,7 @@ struct fp_reg {
 	u64 slice_ns;
 	u64 seen_switch;		/* ctl->switch_count when the slice began */
 	u64 used_ns;			/* on-CPU time of the current slice */
+	u64 retry_ns;			/* delay of the next retry in this slice */
 	u64 on_cpu_since;		/* when used_ns was last brought up to date */
 	u32 flags;			/* FIBER_PREEMPT_REG_* */
 	u32 nr_ranges;
@@ -166,6 +171,7 @@ static void fp_account(struct fp_reg *reg, u64 now)
 	if (sw != reg->seen_switch) {
 		reg->seen_switch = sw;
 		reg->used_ns = 0;
+		reg->retry_ns = fp_retry_ns;
 	} else {
 		reg->used_ns += now - reg->on_cpu_since;
 	}
@@ -175,7 +181,7 @@ static void fp_account(struct fp_reg *reg, u64 now)
 static u64 fp_time_left(struct fp_reg *reg)
 {
 	if (reg->used_ns >= reg->slice_ns)
-		return fp_retry_ns;
+		return reg->retry_ns;
 	return reg->slice_ns - reg->used_ns;
 }
 
@@ -322,7 +328,7 @@ static enum hrtimer_restart fp_timer_fn(struct hrtimer *timer)
 {
 	struct fp_reg *reg = container_of(timer, struct fp_reg, timer);
 	struct fiber_preempt_ctl *ctl = reg->ctl;
-	u64 now = ktime_get_ns();
+	u64 now = ktime_get_ns(), next;
 	enum fp_defer why;
 
 	/*
@@ -337,9 +343,12 @@ static enum hrtimer_restart fp_timer_fn(struct hrtimer *timer)
 	 * fibers (or started a new slice), switch_count moved and the next
 	 * firing finds a fresh slice; if the library declined the upcall
 	 * (a frame of the fiber's stack may not be interrupted), the next
-	 * firing, retry_us later, tries again.
+	 * firing, retry_us later, tries again; each one after waits twice
+	 * as long, up to the slice.
 	 */
+	next = fp_time_left(reg);
 	if (reg->used_ns >= reg->slice_ns) {
+		reg->retry_ns = min(reg->retry_ns * 2, max(reg->slice_ns, fp_retry_ns));
 		ctl->fired++;
 		trace_fiber_preempt_slice_expired(fp_user_pc(), reg->slice_ns);
 		why = fp_try_deliver(reg);
@@ -349,7 +358,7 @@ static enum hrtimer_restart fp_timer_fn(struct hrtimer *timer)
 			WRITE_ONCE(ctl->pending, 1);
 		}
 	}
-	hrtimer_forward_now(timer, ns_to_ktime(fp_time_left(reg)));
+	hrtimer_forward_now(timer, ns_to_ktime(next));
 	return HRTIMER_RESTART;
 }
 
@@ -457,6 +466,7 @@ static long fp_ioctl_register(void __user *argp)
 	reg->nr_ranges = args.nr_ranges;
 	memcpy(reg->ranges, args.ranges, sizeof(reg->ranges));
 	reg->seen_switch = READ_ONCE(reg->ctl->switch_count);
+	reg->retry_ns = fp_retry_ns;
 	hrtimer_init(&reg->timer, CLOCK_MONOTONIC, HRTIMER_MODE_REL_PINNED_HARD);
 	reg->timer.function = fp_timer_fn;
 	preempt_notifier_init(&reg->notifier, &fp_preempt_ops);

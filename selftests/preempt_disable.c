@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * fiber_preempt_disable() keeps a spinning fiber on its worker, nesting
- * included, and a preemption that came due meanwhile is taken at the end.
+ * included, without an interrupt every retry, and a preemption that came
+ * due meanwhile is taken at the end.
  */
 #include "kselftest_harness.h"
 #include "fiber_test.h"
@@ -77,6 +78,11 @@ TEST_F_TIMEOUT(pd, section_is_honoured, 120)
 	TH_LOG("deferred_off %lu, preemptions %lu", st.deferred_off, st.preemptions);
 	ASSERT_EQ(0, sh.ran_in_section);
 	ASSERT_LT(0, st.deferred_off);
+	/*
+	 * Retries back off, doubling from 20 us up to the slice: about one a
+	 * slice over the 120 ms section, not one every 20 us (6000).
+	 */
+	ASSERT_GT(2 * (SECTION_NS + SECTION_NS / 5) / cfg.slice_ns + 20, st.deferred_off);
 	ASSERT_TRUE(sh.yielded_at_enable);
 }
 

@@ -55,7 +55,8 @@ struct fiber_preempt_ctl {
 	 * user, plain store, at every fiber switch: incremented. kernel:
 	 * READ_ONCE; unchanged for a whole slice means one fiber held the
 	 * thread for that slice. Still unchanged retry_us after a delivery
-	 * means the upcall declined: the kernel tries again.
+	 * means the upcall declined: the kernel tries again, and again at
+	 * doubling intervals up to the slice while it stays unchanged.
 	 */
 	__u64 switch_count;
 	/*
