@@ -242,7 +242,7 @@ comma := ,
 BENCHES := switch sched io preempt unwind upcall locks slices uring_plain loadgen \
 	   $(if $(filter aarch64,$(TARGET)),sigreturn)
 BENCH_BINS := $(addprefix $(O)/bench/,$(BENCHES))
-BENCH_VM_RUN := preempt,cost unwind slices preempt,slices $(if $(filter aarch64,$(TARGET)),sigreturn preempt$(comma)sve)
+BENCH_VM_RUN := preempt,cost upcall unwind slices preempt,slices $(if $(filter aarch64,$(TARGET)),sigreturn preempt$(comma)sve)
 # The server benchmark: httpd, the plain loop, the load generator and wrk,
 # all in the guest (x86_64: wrk is the host's, with its libraries).
 SERVER_BENCH := $(O)/examples/httpd $(O)/bench/uring_plain $(O)/bench/loadgen bench/server.sh
