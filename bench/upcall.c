@@ -330,8 +330,8 @@ int main(void)
 	printf("upcall: method: two fibers on one worker take turns %d times each by entering "
 	       "the trampoline as the module leaves a preempted thread (round_trip: save, "
 	       "stack check, switch, the other's restore) or by fiber_yield(); xsave_pair: "
-	       "XSAVE%s+XRSTOR of the same state; best of %d interleaved runs, natively, "
-	       "no kernel part\n",
+	       "XSAVE%s+XRSTOR of the same state; best of %d interleaved runs on this CPU "
+	       "(under TCG, the emulator's), no kernel part\n",
 	       ITERATIONS, fiber_xsave_mode == XSAVE_MODE_XSAVEC ? "C" : "", RUNS);
 	if (avx512)
 		printf("upcall goal, avx512 state: round trip at most 150 ns: %s; at most yield + "
