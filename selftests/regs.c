@@ -289,6 +289,127 @@ TEST_F_TIMEOUT(regs, avx512, 120)
 }
 #endif
 
+#if defined(__x86_64__)
+struct clean_out {
+	uint8_t vec[32 * 64];
+	uint64_t k[8];
+	uint16_t x87env[14];
+	uint8_t pad[CO_SIZE - CO_X87ENV - 28];
+} __attribute__((aligned(64)));
+
+_Static_assert(__builtin_offsetof(struct clean_out, k) == CO_K, "layout");
+_Static_assert(__builtin_offsetof(struct clean_out, x87env) == CO_X87ENV, "layout");
+_Static_assert(sizeof(struct clean_out) == CO_SIZE, "layout");
+
+void regs_clean_spin(const void *init, uint64_t rfbm, uint64_t iterations,
+		     struct clean_out *out, int level);
+void regs_dirty_spin(uint64_t iterations, int level);
+
+struct cleaner {
+	int level;
+	atomic_bool *stop;
+	uint64_t rounds;
+	char error[128];
+};
+
+static uint64_t xcr0(void)
+{
+	uint32_t lo, hi;
+
+	__asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+	return lo | (uint64_t)hi << 32;
+}
+
+/* What is not in its initial state, or NULL. */
+static const char *unclean(const struct clean_out *o, int level)
+{
+	static __thread char msg[96];
+	int i, j;
+
+	for (i = 0; i < (level == RC_AVX512 ? 32 : 16); i++)
+		for (j = i < 16 ? 16 : 0; j < (level == RC_AVX512 ? 64 : 32); j++)
+			if (o->vec[i * 64 + j])
+				return snprintf(msg, sizeof(msg), "vector register %d byte %d is %#x",
+						i, j, o->vec[i * 64 + j]), msg;
+	for (i = 0; level == RC_AVX512 && i < 8; i++)
+		if (o->k[i])
+			return snprintf(msg, sizeof(msg), "k%d is %#lx", i, o->k[i]), msg;
+	if (o->x87env[0] != 0x37f || o->x87env[2] || o->x87env[4] != 0xffff)
+		return snprintf(msg, sizeof(msg), "x87 control %#x status %#x tags %#x",
+				o->x87env[0], o->x87env[2], o->x87env[4]), msg;
+	return NULL;
+}
+
+static void *cleaner_main(void *arg)
+{
+	static uint8_t init[4096] __attribute__((aligned(64)));
+	struct cleaner *c = arg;
+	struct clean_out *o = aligned_alloc(64, sizeof(*o));
+	/* x87, AVX and AVX-512: their initial state; SSE stays as it is. */
+	uint64_t rfbm = xcr0() & (0x1 | 0xe4);
+	const char *err;
+
+	*(uint32_t *)&init[24] = 0x1f80;	/* MXCSR, loaded with AVX */
+	while (o && !atomic_load(c->stop)) {
+		regs_clean_spin(init, rfbm, SPIN, o, c->level);
+		c->rounds++;
+		err = unclean(o, c->level);
+		if (err) {
+			snprintf(c->error, sizeof(c->error), "round %lu: %s", c->rounds, err);
+			break;
+		}
+	}
+	free(o);
+	return NULL;
+}
+
+static void *dirtier_main(void *arg)
+{
+	struct cleaner *c = arg;
+
+	while (!atomic_load(c->stop))
+		regs_dirty_spin(SPIN, c->level);
+	return NULL;
+}
+
+/*
+ * State a fiber does not use (x87, YMM and ZMM upper parts, ZMM16-31,
+ * opmasks) is in its initial state, zero, when it is preempted, and must
+ * be so again when it resumes, although the fibers that ran meanwhile
+ * left those registers dirty: the upcall saves only what is in use.
+ */
+TEST_F_TIMEOUT(regs, unused_state_stays_initial, 120)
+{
+	struct fiber_config cfg = { .workers = 1, .mode = variant->mode, .slice_ns = 50000 };
+	int level = best_level();
+	atomic_bool stop = false;
+	struct cleaner c[3];
+	uint64_t deadline, preempted;
+	fiber_t *f[3];
+	int i;
+
+	if (level < RC_AVX)
+		SKIP(return, "the CPU has no AVX");
+	FIBER_START(&cfg);
+	for (i = 0; i < 3; i++) {
+		c[i] = (struct cleaner){ .level = level, .stop = &stop };
+		ASSERT_EQ(0, fiber_spawn(&f[i], i ? dirtier_main : cleaner_main, &c[i]));
+	}
+	deadline = test_now_ns() + TIME_LIMIT_NS;
+	while (FIBER_STAT_SUM(preemptions) < TARGET(variant->mode) && test_now_ns() < deadline &&
+	       !c[0].error[0])
+		fiber_sleep(10000000);
+	preempted = FIBER_STAT_SUM(preemptions);
+	atomic_store(&stop, true);
+	for (i = 0; i < 3; i++)
+		ASSERT_EQ(0, fiber_join(f[i], NULL));
+	ASSERT_EQ(0, fiber_sched_stop());
+	TH_LOG("level %d: %lu preemptions, %lu clean rounds", level, preempted, c[0].rounds);
+	ASSERT_STREQ("", c[0].error);
+	ASSERT_LE(TARGET(variant->mode), preempted);
+}
+#endif
+
 /* A fiber alone is given a new slice in the upcall, without a switch. */
 TEST_F_TIMEOUT(regs, alone, 120)
 {

@@ -159,4 +159,81 @@ regs_spin:
 	.cfi_endproc
 	.size	regs_spin, .-regs_spin
 
+/*
+ * void regs_clean_spin(const void *init, uint64_t rfbm, uint64_t iterations,
+ *			void *out, int level)
+ *
+ * Puts the components in rfbm in their initial state (XRSTOR of init, an
+ * area with an empty header), spins touching none of them, then stores
+ * the vector registers of `level` beyond SSE, the opmasks and the x87
+ * environment to out: all still in their initial state if the upcall put
+ * them back so after other fibers dirtied them.
+ */
+	.globl	regs_clean_spin
+	.type	regs_clean_spin, @function
+regs_clean_spin:
+	.cfi_startproc
+	movq	%rdx, %r9
+	movq	%rcx, %r10			/* out: rcx counts */
+	movl	%esi, %eax
+	shrq	$32, %rsi
+	movl	%esi, %edx
+	xrstor64 (%rdi)
+	movq	%r9, %rcx
+1:	jrcxz	2f
+	leaq	-1(%rcx), %rcx
+	jmp	1b
+2:	cmpl	$RC_AVX512, %r8d
+	jne	3f
+	.irp	i, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31
+	vmovdqu64 %zmm\i, CO_VEC + \i * 64(%r10)
+	.endr
+	.irp	i, 0, 1, 2, 3, 4, 5, 6, 7
+	kmovq	%k\i, CO_K + \i * 8(%r10)
+	.endr
+	jmp	4f
+3:	.irp	i, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+	vmovdqu	%ymm\i, CO_VEC + \i * 64(%r10)
+	.endr
+4:	fnstenv	CO_X87ENV(%r10)
+	vzeroupper
+	ret
+	.cfi_endproc
+	.size	regs_clean_spin, .-regs_clean_spin
+
+/*
+ * void regs_dirty_spin(uint64_t iterations, int level)
+ *
+ * Makes the vector registers of `level` all ones, and with AVX-512 the
+ * opmasks too, pushes two values on the x87 stack, spins, pops them and
+ * returns leaving the vector state dirty.
+ */
+	.globl	regs_dirty_spin
+	.type	regs_dirty_spin, @function
+regs_dirty_spin:
+	.cfi_startproc
+	cmpl	$RC_AVX512, %esi
+	jne	1f
+	.irp	i, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31
+	vpternlogd $0xff, %zmm\i, %zmm\i, %zmm\i
+	.endr
+	.irp	i, 0, 1, 2, 3, 4, 5, 6, 7
+	kxnorq	%k\i, %k\i, %k\i
+	.endr
+	jmp	2f
+1:	.irp	i, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+	vpcmpeqd %ymm\i, %ymm\i, %ymm\i
+	.endr
+2:	fld1
+	fld1
+	movq	%rdi, %rcx
+3:	jrcxz	4f
+	leaq	-1(%rcx), %rcx
+	jmp	3b
+4:	fstp	%st(0)
+	fstp	%st(0)
+	ret
+	.cfi_endproc
+	.size	regs_dirty_spin, .-regs_dirty_spin
+
 	.section .note.GNU-stack,"",@progbits

@@ -26,4 +26,10 @@
 #define RC_AVX		1	/* ymm0-15 */
 #define RC_AVX512	2	/* zmm0-31, k0-7 */
 
+/* Layout of struct clean_out (regs_clean_spin()). */
+#define CO_VEC		0	/* zmm0-31 (or ymm0-15), 64 bytes each */
+#define CO_K		2048	/* k0-k7 */
+#define CO_X87ENV	2112	/* FNSTENV: control, status, tag words first */
+#define CO_SIZE		2176
+
 #endif /* _SELFTESTS_REGS_X86_64_H */

@@ -28,7 +28,8 @@
  *   264     -              the interrupted %rsp (the frame's CFA)
  *
  * Below the frame, 64-byte aligned: the XSAVE area (all state components
- * in use, compacted when the CPU has XSAVEC; FXSAVE without XSAVE).
+ * in use, compacted when the CPU has XSAVEC; FXSAVE without XSAVE), or in
+ * BYHAND mode the vector registers in use stored one by one (below).
  *
  * Switch frame, built by fiber_switch() on the stack it leaves
  * (scripts/gdb/libfiber.py reads it too: keep the two in step):
@@ -63,9 +64,32 @@
 /* Offset of upcall_pc in struct fiber_preempt_ctl. */
 #define CTL_UPCALL_PC		16
 
-/* fiber_xsave_mode values. */
+/*
+ * fiber_xsave_mode values. BYHAND: the vector registers in use are stored
+ * with plain moves when nothing else is in use (XGETBV 1 says what is),
+ * else XSAVEC; XCR0 then holds no more than x87, SSE, AVX and AVX-512.
+ */
 #define XSAVE_MODE_FXSAVE	0
 #define XSAVE_MODE_XSAVE	1
 #define XSAVE_MODE_XSAVEC	2
+#define XSAVE_MODE_BYHAND	3
+
+/* State components (XCR0 and XINUSE bits). */
+#define XFEATURE_X87		0x01
+#define XFEATURE_SSE		0x02
+#define XFEATURE_YMM		0x04
+#define XFEATURE_OPMASK		0x20
+#define XFEATURE_ZMM_HI256	0x40
+#define XFEATURE_HI16_ZMM	0x80
+#define XFEATURES_BYHAND	(XFEATURE_SSE | XFEATURE_YMM | XFEATURE_OPMASK | \
+				 XFEATURE_ZMM_HI256 | XFEATURE_HI16_ZMM)
+
+/*
+ * The area in BYHAND mode: register n of zmm0-31 (or its low ymm or xmm
+ * part) at 64 * n, k0-k7 after them, then MXCSR.
+ */
+#define BYHAND_K		2048
+#define BYHAND_MXCSR		2112
+#define BYHAND_SIZE		2176
 
 #endif /* LIBFIBER_ARCH_X86_64_FRAME_H */

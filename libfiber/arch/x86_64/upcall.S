@@ -13,7 +13,11 @@
  *   2. save rflags before any instruction that changes them;
  *   3. save the 15 GPRs, then fetch the PC into the slot;
  *   4. save the whole extended state in use (x87, SSE, AVX, AVX-512, ...)
- *      with XSAVEC (or XSAVE, or FXSAVE) into a 64-byte aligned area;
+ *      with XSAVEC (or XSAVE, or FXSAVE) into a 64-byte aligned area; or,
+ *      when XCR0 enables no more than x87, SSE, AVX and AVX-512 and x87
+ *      is not in use (XGETBV 1), the vector registers in use and MXCSR
+ *      with plain moves, and on the way back put the components that
+ *      were not in use in their initial state again;
  *   5. call fiber_upcall_handler(frame), which switches fibers and
  *      returns when this fiber runs again, on this same worker;
  *   6. restore in reverse and "ret $128": pop the PC, skip the red zone,
@@ -62,6 +66,52 @@ fiber_upcall_entry:
 
 	andq	$-64, %rsp
 	subq	fiber_xsave_size(%rip), %rsp
+	cmpl	$XSAVE_MODE_BYHAND, fiber_xsave_mode(%rip)
+	jne	.Lxsave_any
+	/*
+	 * r12 (saved above, kept by the handler): the components in use,
+	 * or -1 when XSAVEC saved them. XSAVEC costs ~150 ns whatever is
+	 * live; plain moves of the vector registers in use cost ~10 ns.
+	 */
+	movl	$1, %ecx
+	xgetbv						/* XINUSE */
+	movl	%eax, %r12d
+	testl	$~XFEATURES_BYHAND, %eax		/* x87 too: XSAVEC */
+	jnz	.Lxsave_byhand_fallback
+	stmxcsr	BYHAND_MXCSR(%rsp)
+	testl	$XFEATURE_ZMM_HI256, %r12d
+	jnz	.Lsave_zmm
+	testl	$XFEATURE_YMM, %r12d
+	jnz	.Lsave_ymm
+	.irp	n, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+	movups	%xmm\n, \n * 64(%rsp)
+	.endr
+	jmp	.Lsave_hi16
+.Lsave_ymm:
+	.irp	n, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+	vmovdqu	%ymm\n, \n * 64(%rsp)
+	.endr
+	jmp	.Lsave_hi16
+.Lsave_zmm:
+	.irp	n, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+	vmovdqu64 %zmm\n, \n * 64(%rsp)
+	.endr
+.Lsave_hi16:
+	testl	$XFEATURE_HI16_ZMM, %r12d
+	jz	.Lsave_opmask
+	.irp	n, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31
+	vmovdqu64 %zmm\n, \n * 64(%rsp)
+	.endr
+.Lsave_opmask:
+	testl	$XFEATURE_OPMASK, %r12d
+	jz	.Lsaved
+	.irp	n, 0, 1, 2, 3, 4, 5, 6, 7
+	kmovq	%k\n, BYHAND_K + \n * 8(%rsp)
+	.endr
+	jmp	.Lsaved
+.Lxsave_byhand_fallback:
+	movl	$-1, %r12d
+.Lxsave_any:
 	cmpl	$XSAVE_MODE_FXSAVE, fiber_xsave_mode(%rip)
 	je	.Lfxsave
 	xorl	%eax, %eax				/* XSAVE header must be zero */
@@ -70,8 +120,8 @@ fiber_upcall_entry:
 	.endr
 	movl	$-1, %eax				/* every component in XCR0 */
 	movl	$-1, %edx
-	cmpl	$XSAVE_MODE_XSAVEC, fiber_xsave_mode(%rip)
-	jne	.Lxsave
+	cmpl	$XSAVE_MODE_XSAVE, fiber_xsave_mode(%rip)
+	je	.Lxsave
 	xsavec64 (%rsp)					/* only what is in use */
 	jmp	.Lsaved
 .Lxsave:
@@ -84,6 +134,81 @@ fiber_upcall_entry:
 	movq	%rbx, %rdi
 	call	fiber_upcall_handler
 
+	cmpl	$XSAVE_MODE_BYHAND, fiber_xsave_mode(%rip)
+	jne	.Lxrstor_any
+	cmpl	$-1, %r12d
+	je	.Lxrstor_any
+	/*
+	 * What was not in use then is in its initial state (zero) unless
+	 * another fiber used it since: put those back in it. r12d: then;
+	 * ecx: now and not then.
+	 */
+	movl	$1, %ecx
+	xgetbv
+	movl	%r12d, %ecx
+	notl	%ecx
+	andl	%eax, %ecx
+	testl	$XFEATURE_X87, %ecx
+	jz	.Lclean_hi16
+	fninit
+.Lclean_hi16:
+	testl	$XFEATURE_HI16_ZMM, %ecx
+	jz	.Lclean_opmask
+	.irp	n, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31
+	vpxord	%zmm\n, %zmm\n, %zmm\n
+	.endr
+.Lclean_opmask:
+	testl	$XFEATURE_OPMASK, %ecx
+	jz	.Lload_vectors
+	.irp	n, 0, 1, 2, 3, 4, 5, 6, 7
+	kxorq	%k\n, %k\n, %k\n
+	.endr
+.Lload_vectors:
+	/* VEX and EVEX loads zero what is above them: the upper parts not in use. */
+	testl	$XFEATURE_ZMM_HI256, %r12d
+	jnz	.Lload_zmm
+	testl	$XFEATURE_YMM, %r12d
+	jnz	.Lload_ymm
+	testl	$(XFEATURE_YMM | XFEATURE_ZMM_HI256), %ecx
+	jnz	.Lload_xmm_vex
+	.irp	n, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+	movups	\n * 64(%rsp), %xmm\n
+	.endr
+	jmp	.Lload_hi16
+.Lload_xmm_vex:
+	.irp	n, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+	vmovdqu	\n * 64(%rsp), %xmm\n
+	.endr
+	jmp	.Lload_hi16
+.Lload_ymm:
+	.irp	n, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+	vmovdqu	\n * 64(%rsp), %ymm\n
+	.endr
+	jmp	.Lload_hi16
+.Lload_zmm:
+	.irp	n, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+	vmovdqu64 \n * 64(%rsp), %zmm\n
+	.endr
+.Lload_hi16:
+	testl	$XFEATURE_HI16_ZMM, %r12d
+	jz	.Lload_opmask
+	.irp	n, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31
+	vmovdqu64 \n * 64(%rsp), %zmm\n
+	.endr
+.Lload_opmask:
+	testl	$XFEATURE_OPMASK, %r12d
+	jz	.Lload_mxcsr
+	.irp	n, 0, 1, 2, 3, 4, 5, 6, 7
+	kmovq	BYHAND_K + \n * 8(%rsp), %k\n
+	.endr
+.Lload_mxcsr:
+	stmxcsr	-8(%rsp)				/* LDMXCSR only when it differs */
+	movl	-8(%rsp), %eax
+	cmpl	BYHAND_MXCSR(%rsp), %eax
+	je	.Lrestored
+	ldmxcsr	BYHAND_MXCSR(%rsp)
+	jmp	.Lrestored
+.Lxrstor_any:
 	cmpl	$XSAVE_MODE_FXSAVE, fiber_xsave_mode(%rip)
 	je	.Lfxrstor
 	movl	$-1, %eax
