@@ -79,7 +79,7 @@ KBUILD_OUT := $(O)/kbuild$(KSUFFIX)
 MODULE     := $(KBUILD_OUT)/kmod/fiber_preempt.ko
 
 .PHONY: all module lib selftests examples benches check vm-check host-check demo bench deps \
-	checkpatch checkpatch-check clean install
+	checkpatch checkpatch-check man-check clean install
 
 all: module lib selftests examples benches
 
@@ -336,7 +336,7 @@ check:
 		printf '%s 1 kernel %s: module built\n%s 2 kernel %s: the VM ran\n%s 3 kernel %s: arm64 module built\n' \
 			"$$built" $$series "$$ran" $$series "$$arm64" $$series > $(RESULTS)/lane-x86_64-$$series/lane.tap; \
 	done; true
-	@$(MAKE) --no-print-directory RESULTS=$(RESULTS) checkpatch-check
+	@$(MAKE) --no-print-directory RESULTS=$(RESULTS) checkpatch-check man-check
 	@scripts/tap-summary.sh $(RESULTS)/*/*.out $(RESULTS)/*/*.tap
 
 # Each program's TAP goes to NAME.out and its exit status to NAME.rc.
@@ -374,6 +374,12 @@ checkpatch-check: $(KSFT_INC)/kselftest_harness.h
 		echo "not ok 1 checkpatch kmod/"; sed 's/^/# /' $(RESULTS)/style/checkpatch.log; \
 	fi > $(RESULTS)/style/checkpatch.tap
 
+# The man pages: each lints clean with groff, and every function fiber.h
+# declares has one.
+man-check:
+	@mkdir -p $(RESULTS)/style
+	@scripts/man-check.sh man $(LIB_DIR)/include/fiber.h > $(RESULTS)/style/man.tap; true
+
 vm-check: all
 	$(VM_ENV) VM_OUT=$(RESULTS)/vm-$(ARCH)$(KSUFFIX) VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
 	VM_FILES="$(SELFTEST_BINS) $(TEST_LIBSPIN) $(O)/examples/httpd $(LIBFIBER_SO).1" \
@@ -405,15 +411,18 @@ LIBDIR  ?= $(PREFIX)/lib
 INCDIR  ?= $(PREFIX)/include
 MANDIR  ?= $(PREFIX)/share/man
 
-# libfiber for programs: the libraries, fiber.h, a pkg-config file, the man page.
+# libfiber for programs: the libraries, fiber.h, a pkg-config file, the man
+# pages (a page per call or family, the others .so links to it, as
+# liburing's; fiber_preempt(4) for the device).
 install: lib
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR)
 	install -m 644 $(LIBFIBER_A) $(DESTDIR)$(LIBDIR)/
 	install -m 755 $(LIBFIBER_SO).1 $(DESTDIR)$(LIBDIR)/
 	ln -sf libfiber.so.1 $(DESTDIR)$(LIBDIR)/libfiber.so
 	install -m 644 $(LIB_DIR)/include/fiber.h $(DESTDIR)$(INCDIR)/
-	install -d $(DESTDIR)$(MANDIR)/man3
-	install -m 644 man/libfiber.3 $(DESTDIR)$(MANDIR)/man3/
+	install -d $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man4
+	install -m 644 man/*.3 $(DESTDIR)$(MANDIR)/man3/
+	install -m 644 man/*.4 $(DESTDIR)$(MANDIR)/man4/
 	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCDIR@|$(INCDIR)|' \
 		$(LIB_DIR)/libfiber.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/libfiber.pc
 
