@@ -79,7 +79,7 @@ KBUILD_OUT := $(O)/kbuild$(KSUFFIX)
 MODULE     := $(KBUILD_OUT)/kmod/fiber_preempt.ko
 
 .PHONY: all module lib selftests examples benches check vm-check host-check demo bench deps \
-	checkpatch checkpatch-check man-check clean install
+	checkpatch checkpatch-check man-check consumer-check clean install
 
 all: module lib selftests examples benches
 
@@ -336,7 +336,7 @@ check:
 		printf '%s 1 kernel %s: module built\n%s 2 kernel %s: the VM ran\n%s 3 kernel %s: arm64 module built\n' \
 			"$$built" $$series "$$ran" $$series "$$arm64" $$series > $(RESULTS)/lane-x86_64-$$series/lane.tap; \
 	done; true
-	@$(MAKE) --no-print-directory RESULTS=$(RESULTS) checkpatch-check man-check
+	@$(MAKE) --no-print-directory RESULTS=$(RESULTS) checkpatch-check man-check consumer-check
 	@scripts/tap-summary.sh $(RESULTS)/*/*.out $(RESULTS)/*/*.tap
 
 # Each program's TAP goes to NAME.out and its exit status to NAME.rc.
@@ -379,6 +379,13 @@ checkpatch-check: $(KSFT_INC)/kselftest_harness.h
 man-check:
 	@mkdir -p $(RESULTS)/style
 	@scripts/man-check.sh man $(LIB_DIR)/include/fiber.h > $(RESULTS)/style/man.tap; true
+
+# A program built as a user's would be: against a staged make install,
+# with pkg-config's flags only, dynamically and statically (host only).
+consumer-check:
+	@mkdir -p $(RESULTS)/consumer
+	@$(if $(RUN_TARGET),echo "ok 1 consumer # SKIP $(TARGET) programs do not run natively here",\
+		CC=$(CC) scripts/consumer-check.sh $(O)/consumer) > $(RESULTS)/consumer/consumer.tap; true
 
 vm-check: all
 	$(VM_ENV) VM_OUT=$(RESULTS)/vm-$(ARCH)$(KSUFFIX) VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
