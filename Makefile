@@ -79,7 +79,7 @@ KBUILD_OUT := $(O)/kbuild$(KSUFFIX)
 MODULE     := $(KBUILD_OUT)/kmod/fiber_preempt.ko
 
 .PHONY: all module lib selftests examples benches check vm-check host-check demo bench deps \
-	checkpatch checkpatch-check man-check consumer-check clean install
+	checkpatch checkpatch-check man-check consumer-check dkms-check dkms-install dkms-uninstall clean install
 
 all: module lib selftests examples benches
 
@@ -336,7 +336,7 @@ check:
 		printf '%s 1 kernel %s: module built\n%s 2 kernel %s: the VM ran\n%s 3 kernel %s: arm64 module built\n' \
 			"$$built" $$series "$$ran" $$series "$$arm64" $$series > $(RESULTS)/lane-x86_64-$$series/lane.tap; \
 	done; true
-	@$(MAKE) --no-print-directory RESULTS=$(RESULTS) checkpatch-check man-check consumer-check
+	@$(MAKE) --no-print-directory RESULTS=$(RESULTS) checkpatch-check man-check consumer-check dkms-check
 	@scripts/tap-summary.sh $(RESULTS)/*/*.out $(RESULTS)/*/*.tap
 
 # Each program's TAP goes to NAME.out and its exit status to NAME.rc.
@@ -387,6 +387,16 @@ consumer-check:
 	@$(if $(RUN_TARGET),echo "ok 1 consumer # SKIP $(TARGET) programs do not run natively here",\
 		CC=$(CC) scripts/consumer-check.sh $(O)/consumer) > $(RESULTS)/consumer/consumer.tap; true
 
+# DKMS builds the module for the default kernel (in a tree of its own),
+# and the VM boots that kernel once with what it built: the device
+# selftest, the VM's own checks (x86_64 only).
+DKMS_VERSION := $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"$$/\1/p' dkms.conf)
+dkms-check: $(O)/selftests/device
+	@mkdir -p $(RESULTS)/dkms
+	@$(if $(filter x86_64,$(TARGET)),VM_KERNEL=$(VMLINUZ) scripts/dkms-check.sh $(O)/dkms \
+		$(DKMS_VERSION) $(KVER) $(KDIR) $(RESULTS)/dkms-vm $(O)/selftests/device,\
+		echo "ok 1 dkms # SKIP the DKMS check runs for x86_64") > $(RESULTS)/dkms/dkms.tap; true
+
 vm-check: all
 	$(VM_ENV) VM_OUT=$(RESULTS)/vm-$(ARCH)$(KSUFFIX) VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
 	VM_FILES="$(SELFTEST_BINS) $(TEST_LIBSPIN) $(O)/examples/httpd $(LIBFIBER_SO).1" \
@@ -432,6 +442,23 @@ install: lib
 	install -m 644 man/*.4 $(DESTDIR)$(MANDIR)/man4/
 	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCDIR@|$(INCDIR)|' \
 		$(LIB_DIR)/libfiber.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/libfiber.pc
+
+# DKMS on this machine (root): the module's source goes to
+# /usr/src/fiber-preempt-<version>, and DKMS builds and installs it for the
+# running kernel, and again for each kernel installed later.
+DKMS_SRC := /usr/src/fiber-preempt-$(DKMS_VERSION)
+dkms-install:
+	rm -rf $(DKMS_SRC)
+	install -d $(DKMS_SRC)
+	cp -r Kbuild kmod uapi dkms.conf $(DKMS_SRC)/
+	dkms status -m fiber-preempt -v $(DKMS_VERSION) | grep -q . || \
+		dkms add -m fiber-preempt -v $(DKMS_VERSION)
+	dkms build -m fiber-preempt -v $(DKMS_VERSION)
+	dkms install -m fiber-preempt -v $(DKMS_VERSION)
+
+dkms-uninstall:
+	dkms remove -m fiber-preempt -v $(DKMS_VERSION) --all
+	rm -rf $(DKMS_SRC)
 
 clean:
 	rm -rf build
