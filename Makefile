@@ -3,7 +3,8 @@
 # make            build the module, libfiber, the selftests, examples, benchmarks
 # make check      every test: natively on this machine and in a QEMU VM with the module
 # make demo       the fairness demo in the VM: preemption on, then off
-# make bench      the benchmarks, each figure printed with its method
+# make bench      the benchmarks, each figure printed with its method; charts
+#                 of the VM's figures in build/bench/*.svg
 # make deps       install the Debian packages all of this needs
 #
 # ARCH=arm64      build for, and run the VM lane of, arm64 (default x86_64);
@@ -295,6 +296,8 @@ bench:
 	VM_RUN="$(BENCH_VM_RUN) $(SERVER_VM_RUN)" scripts/vm-run.sh
 	@cat $(addprefix $(O)/bench-vm/,$(addsuffix .out,$(subst $(comma),_,$(BENCH_VM_RUN) $(SERVER_VM_RUN)))) | \
 		grep -v '^@@FP'
+	@scripts/bench-plot.sh $(O)/bench "$(TARGET) VM, $(or $(VM_ACCEL),tcg), $(KVER)" \
+		$(addprefix $(O)/bench-vm/,$(addsuffix .out,$(subst $(comma),_,$(BENCH_VM_RUN) $(SERVER_VM_RUN))))
 
 # ---- tests ------------------------------------------------------------------
 
