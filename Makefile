@@ -80,7 +80,7 @@ KBUILD_OUT := $(O)/kbuild$(KSUFFIX)
 MODULE     := $(KBUILD_OUT)/kmod/fiber_preempt.ko
 
 .PHONY: all module lib selftests examples benches check vm-check host-check demo bench deps \
-	checkpatch checkpatch-check man-check consumer-check dkms-check dkms-install dkms-uninstall clean install
+	checkpatch checkpatch-check man-check consumer-check dkms-check ksft-tree ksft-check dkms-install dkms-uninstall clean install
 
 all: module lib selftests examples benches
 
@@ -213,6 +213,42 @@ $(addprefix $(O)/selftests/,$(filter-out %_static unwind_insn cxa_guard,$(SELFTE
 	@mkdir -p $(dir $@)
 	$(CC) $(KSFT_CFLAGS) -o $@ $< $(filter %.S,$^) $(LINK_FIBER) $(KSFT_LDLIBS)
 
+# The device's tests as a kselftest directory (selftests/Makefile, config,
+# settings), copied into the kernel tree the harness comes from and built
+# there by the kernel's own lib.mk.
+KSFT_FP    := $(KSFT_INC)/fiber_preempt
+KSFT_FP_FILES := Makefile config settings fp_dev.h $(addsuffix .c,$(SELFTESTS_DEV))
+$(KSFT_INC)/lib.mk: | $(KSFT_INC)/kselftest_harness.h
+	test -f $@ || scripts/kselftest-headers.sh $(KSFT_DIR)
+ksft-tree: $(KSFT_INC)/lib.mk $(addprefix selftests/,$(KSFT_FP_FILES)) uapi/linux/fiber_preempt.h
+	@mkdir -p $(KSFT_FP)/include/linux
+	cp $(addprefix selftests/,$(KSFT_FP_FILES)) $(KSFT_FP)/
+	cp uapi/linux/fiber_preempt.h $(KSFT_FP)/include/linux/
+
+# The same built by lib.mk and installed by the kernel's selftests
+# Makefile (run_kselftest.sh, kselftest-list.txt), as TAP; dkms-check runs
+# the install in the VM.
+KSFT_INSTALL := $(O)/kselftest
+ksft-check: ksft-tree
+	@mkdir -p $(RESULTS)/ksft
+	@{ rm -rf $(KSFT_INSTALL); \
+	  if $(MAKE) --no-print-directory -C $(KSFT_FP) CROSS_COMPILE=$(CROSS_COMPILE) \
+		> $(O)/ksft-build.log 2>&1; then \
+		echo "ok 1 kselftest: fiber_preempt builds with the kernel's lib.mk"; \
+	  else echo "not ok 1 kselftest: fiber_preempt builds with the kernel's lib.mk"; \
+		tail -n 20 $(O)/ksft-build.log | sed 's/^/# /'; fi; \
+	  if ! command -v rsync > /dev/null; then \
+		echo "ok 2 kselftest: install # SKIP no rsync (make deps installs it)"; \
+	  elif $(MAKE) --no-print-directory -C $(KSFT_INC) TARGETS=fiber_preempt \
+		CROSS_COMPILE=$(CROSS_COMPILE) INSTALL_PATH=$(KSFT_INSTALL) install \
+		> $(O)/ksft-install.log 2>&1 && \
+		[ "$$(grep -c '^fiber_preempt:' $(KSFT_INSTALL)/kselftest-list.txt)" = \
+		  $(words $(SELFTESTS_DEV)) ]; then \
+		echo "ok 2 kselftest: fiber_preempt installs ($(SELFTESTS_DEV))"; \
+	  else echo "not ok 2 kselftest: fiber_preempt installs"; \
+		tail -n 20 $(O)/ksft-install.log | sed 's/^/# /'; fi; \
+	  echo "1..2"; } > $(RESULTS)/ksft/ksft.tap
+
 # Tests run natively only, by a driver of their own (selftests/NAME.sh
 # PROGRAM [RUN_TARGET]): gdb.sh debugs the program with gdb and
 # scripts/gdb/libfiber.py.
@@ -339,7 +375,8 @@ check:
 		printf '%s 1 kernel %s: module built\n%s 2 kernel %s: the VM ran\n%s 3 kernel %s: arm64 module built\n' \
 			"$$built" $$series "$$ran" $$series "$$arm64" $$series > $(RESULTS)/lane-x86_64-$$series/lane.tap; \
 	done; true
-	@$(MAKE) --no-print-directory RESULTS=$(RESULTS) checkpatch-check man-check consumer-check dkms-check
+	@$(MAKE) --no-print-directory RESULTS=$(RESULTS) checkpatch-check man-check consumer-check \
+		ksft-check dkms-check
 	@scripts/tap-summary.sh $(RESULTS)/*/*.out $(RESULTS)/*/*.tap
 
 # Each program's TAP goes to NAME.out and its exit status to NAME.rc.
@@ -391,13 +428,15 @@ consumer-check:
 		CC=$(CC) scripts/consumer-check.sh $(O)/consumer) > $(RESULTS)/consumer/consumer.tap; true
 
 # DKMS builds the module for the default kernel (in a tree of its own),
-# and the VM boots that kernel once with what it built: the device
-# selftest, the VM's own checks (x86_64 only).
+# and the VM boots that kernel once with what it built and runs the
+# device's tests there with run_kselftest.sh (ksft-check's install), the
+# VM's own checks too (x86_64 only).
 DKMS_VERSION := $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"$$/\1/p' dkms.conf)
-dkms-check: $(O)/selftests/device
+dkms-check:
 	@mkdir -p $(RESULTS)/dkms
+	@[ -x $(KSFT_INSTALL)/run_kselftest.sh ] || $(MAKE) --no-print-directory ksft-check
 	@$(if $(filter x86_64,$(TARGET)),VM_KERNEL=$(VMLINUZ) scripts/dkms-check.sh $(O)/dkms \
-		$(DKMS_VERSION) $(KVER) $(KDIR) $(RESULTS)/dkms-vm $(O)/selftests/device,\
+		$(DKMS_VERSION) $(KVER) $(KDIR) $(RESULTS)/dkms-vm $(KSFT_INSTALL),\
 		echo "ok 1 dkms # SKIP the DKMS check runs for x86_64") > $(RESULTS)/dkms/dkms.tap; true
 
 vm-check: all

@@ -5,7 +5,7 @@
 # dwarves: pahole, which newer kernels' Kbuild runs for module BTF (the
 # 6.12 lane). groff-base: groff, which lints the man pages. dkms: make
 # dkms-install, and make check builds the module with it. gnuplot-nox:
-# make bench's charts.
+# make bench's charts. rsync: the kernel's kselftest install.
 set -eu
 
 pkgs="gcc make libc6-dev liburing-dev pkg-config
@@ -13,7 +13,7 @@ pkgs="gcc make libc6-dev liburing-dev pkg-config
       linux-source-6.1 linux-headers-amd64 linux-image-amd64
       gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-system-arm qemu-user-static
       g++ g++-aarch64-linux-gnu wrk curl gdb dwarves groff-base dkms
-      gnuplot-nox"
+      gnuplot-nox rsync"
 
 missing() {
 	# The arm64 kernel and busybox are fetched as arm64 packages.

@@ -4,11 +4,12 @@
 # Builds the module with DKMS, as make dkms-install does, but in a tree of
 # its own (nothing goes to /usr/src or /var/lib/dkms/<module>), for the
 # kernel whose headers are at KDIR; then boots that kernel in the VM with
-# the module DKMS built and runs the device selftest there. TAP on stdout;
-# the VM's own checks and the test's output go to VM_OUT, as vm-check's do.
-# Usage: dkms-check.sh WORKDIR VERSION KVER KDIR VM_OUT DEVICE_TEST
+# the module DKMS built and runs the device's tests there, from their
+# kselftest install tree, with run_kselftest.sh. TAP on stdout; the VM's
+# own checks and the tests' output go to VM_OUT, as vm-check's do.
+# Usage: dkms-check.sh WORKDIR VERSION KVER KDIR VM_OUT KSFT_INSTALL
 # (VM_KERNEL and the other VM_* in the environment, see vm-run.sh).
-work=${1:?} version=${2:?} kver=${3:?} kdir=${4:?} vm_out=${5:?} device=${6:?}
+work=${1:?} version=${2:?} kver=${3:?} kdir=${4:?} vm_out=${5:?} ksft=${6:?}
 top=$(cd "$(dirname "$0")/.." && pwd)
 n=0
 fails=0
@@ -56,7 +57,7 @@ else
 	finish
 fi
 
-VM_MODULE=$ko VM_FILES=$device VM_RUN=$(basename "$device") VM_OUT=$vm_out \
+VM_MODULE=$ko VM_FILES=$ksft VM_RUN=$(basename "$ksft")/run_kselftest.sh VM_OUT=$vm_out \
 VM_TIMEOUT=${VM_TIMEOUT:-300} "$top/scripts/vm-run.sh" > "$work/vm.log" 2>&1
 if grep -q '^@@FP insmod rc=0' "$vm_out/console.log" 2>/dev/null; then
 	tap ok "dkms: the module it built loads in the VM ($kver)"

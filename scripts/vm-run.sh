@@ -10,7 +10,8 @@
 #   VM_ARCH      x86_64 (default) or aarch64
 #   VM_KERNEL    the kernel image to boot
 #   VM_MODULE    fiber_preempt.ko
-#   VM_FILES     files to copy to /fp in the guest (binaries, libraries)
+#   VM_FILES     files to copy to /fp in the guest (binaries, libraries;
+#                a directory is copied whole, a kselftest install tree)
 #   VM_RUN       programs run with the module loaded: names under /fp,
 #                arguments joined by commas (fairness,--mode,kmod)
 #   VM_AFTER     programs run after rmmod
@@ -45,7 +46,7 @@ mkdir -p "$root"/{bin,dev,proc,sys,tmp,fp,lib,lib64}
 cp "$busybox" "$root/bin/busybox"
 cp "$VM_MODULE" "$root/fp/"
 for f in ${VM_FILES:-}; do
-	cp "$f" "$root/fp/"
+	cp -r "$f" "$root/fp/"
 done
 
 # The dynamic loader and every library the guest programs need.
@@ -60,8 +61,8 @@ copy_libs() {
 	done
 }
 if [ "$arch" = x86_64 ]; then
-	for f in "$root"/fp/*; do
-		[ -x "$f" ] && copy_libs "$f"
+	for f in $(find "$root/fp" -type f -perm -u+x); do
+		copy_libs "$f"
 	done
 fi
 [ -n "${VM_SYSROOT_LIBS:-}" ] && cp -aL $VM_SYSROOT_LIBS "$root/lib/"
