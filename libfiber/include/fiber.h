@@ -152,10 +152,11 @@ typedef struct fiber fiber_t;
  * Start the scheduler: cfg->workers threads, preempting in cfg->mode.
  * cfg may be NULL for the defaults. Returns 0, -EALREADY if it is already
  * running, -EINVAL for a bad configuration (unknown flags included),
- * -ENODEV when mode is KMOD and the module is not loaded, -ENOENT when a
- * library FIBER_PREEMPT_LIBS names is not loaded, -ENOSPC when the
- * libraries named need more code ranges than the module takes, or the
- * error a worker met while registering.
+ * -ENODEV when mode is KMOD and the module is not loaded (-EACCES when
+ * its device may not be opened, -EPROTO when it speaks another version
+ * of the interface), -ENOENT when a library FIBER_PREEMPT_LIBS names is
+ * not loaded, -ENOSPC when the libraries named need more code ranges
+ * than the module takes, or the error a worker met while registering.
  */
 int fiber_sched_start(const struct fiber_config *cfg);
 
@@ -199,8 +200,8 @@ int fiber_spawn(fiber_t **fiber, void *(*fn)(void *), void *arg);
 /*
  * Wait for fiber to return and release it; its return value goes to *ret
  * unless ret is NULL. Callable from a fiber (which then blocks without
- * holding its worker) or from any other thread. Returns 0, or -EDEADLK
- * when a fiber joins itself.
+ * holding its worker) or from any other thread. Returns 0, -EINVAL for
+ * NULL, or -EDEADLK when a fiber joins itself.
  */
 int fiber_join(fiber_t *fiber, void **ret);
 
@@ -311,9 +312,9 @@ void fiber_preempt_enable(void);
  * into libc-held state is still not preempted. The object is kept loaded
  * for the rest of the process. Takes effect at the next
  * fiber_sched_start(); the environment variable FIBER_PREEMPT_LIBS (names
- * separated by ':') adds more there. Returns 0, -ENOENT if no loaded
- * object has that name, -EBUSY while the scheduler runs, or -ENOSPC past
- * FIBER_PREEMPT_MAX_LIBS names.
+ * separated by ':') adds more there. Returns 0, -EINVAL for a NULL or
+ * empty name, -ENOENT if no loaded object has that name, -EBUSY while the
+ * scheduler runs, or -ENOSPC past FIBER_PREEMPT_MAX_LIBS names.
  */
 #define FIBER_PREEMPT_MAX_LIBS	4
 int fiber_preempt_add_library(const char *name);
@@ -326,7 +327,7 @@ int fiber_worker_index(void);
 
 /*
  * Copy the statistics of worker `worker` into *st. Returns 0, or -EINVAL
- * for a worker that does not exist.
+ * for a worker that does not exist or a NULL st.
  */
 int fiber_worker_stats(unsigned int worker, struct fiber_worker_stats *st);
 
