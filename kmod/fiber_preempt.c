@@ -24,9 +24,10 @@
  * ctl->pending and retries after retry_us, as Go's sysmon retries. The
  * library may decline an upcall (it walks the fiber's stack and finds a
  * frame that must not be interrupted) by returning to the interrupted
- * PC without a switch: the module then retries after retry_us as well.
- * Each retry for the same slice waits twice as long as the one before, up
- * to the slice: a thread that stays unpreemptible (a long section with
+ * PC without a switch: the module tries again a slice after the delivery,
+ * which started the next slice (one timer interrupt a preemption). Each
+ * retry of a deferred preemption waits twice as long as the one before,
+ * up to the slice: a thread that stays unpreemptible (a long section with
  * preemption off, an upcall slowed down by an emulator) is not held in an
  * interrupt storm, and a fiber switch starts again from retry_us.
  *
@@ -138,6 +139,7 @@ struct fp_reg {
 	u64 seen_switch;		/* ctl->switch_count when the slice began */
 	u64 used_ns;			/* on-CPU time of the current slice */
 	u64 retry_ns;			/* delay of the next retry in this slice */
+	bool delivered;			/* the last firing sent the thread to the upcall */
 	u64 on_cpu_since;		/* when used_ns was last brought up to date */
 	u32 flags;			/* FIBER_PREEMPT_REG_* */
 	u32 nr_ranges;
@@ -163,15 +165,23 @@ static struct fp_reg *fp_current_reg(void)
 	return NULL;
 }
 
-/* Bring used_ns up to date; a fiber switch since the slice began resets it. */
+/*
+ * Bring used_ns up to date; a fiber switch since the slice began resets
+ * it, but a switch after a delivery comes from the upcall, at once: the
+ * next fiber's slice began with the delivery, which reset used_ns.
+ */
 static void fp_account(struct fp_reg *reg, u64 now)
 {
 	u64 sw = READ_ONCE(reg->ctl->switch_count);
 
 	if (sw != reg->seen_switch) {
 		reg->seen_switch = sw;
-		reg->used_ns = 0;
 		reg->retry_ns = fp_retry_ns;
+		if (reg->delivered)
+			reg->used_ns += now - reg->on_cpu_since;
+		else
+			reg->used_ns = 0;
+		reg->delivered = false;
 	} else {
 		reg->used_ns += now - reg->on_cpu_since;
 	}
@@ -338,13 +348,16 @@ static enum hrtimer_restart fp_timer_fn(struct hrtimer *timer)
 	if (unlikely(current != reg->task))
 		return HRTIMER_NORESTART;
 	fp_account(reg, now);
+	reg->delivered = false;
 	/*
-	 * After a delivery the slice stays used up: if the upcall switched
-	 * fibers (or started a new slice), switch_count moved and the next
-	 * firing finds a fresh slice; if the library declined the upcall
-	 * (a frame of the fiber's stack may not be interrupted), the next
-	 * firing, retry_us later, tries again; each one after waits twice
-	 * as long, up to the slice.
+	 * A delivery starts the next slice: the upcall switches fibers (or
+	 * gives this one a new slice) at once, and the next firing, a slice
+	 * later, finds the next fiber's slice run out. No firing in between:
+	 * a preemption costs one interrupt. If the library declined the
+	 * upcall (a frame of the fiber's stack may not be interrupted),
+	 * switch_count did not move and that firing tries again. A deferred
+	 * preemption is retried retry_us later, each retry after waiting
+	 * twice as long, up to the slice.
 	 */
 	next = fp_time_left(reg);
 	if (reg->used_ns >= reg->slice_ns) {
@@ -356,6 +369,10 @@ static enum hrtimer_restart fp_timer_fn(struct hrtimer *timer)
 		if (why != FP_DEFER_NONE) {
 			trace_fiber_preempt_deferred(fp_user_pc(), reg->slice_ns, why);
 			WRITE_ONCE(ctl->pending, 1);
+		} else {
+			reg->delivered = true;
+			reg->used_ns = 0;
+			next = reg->slice_ns;
 		}
 	}
 	hrtimer_forward_now(timer, ns_to_ktime(next));

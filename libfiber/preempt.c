@@ -25,8 +25,8 @@
  * fopencookie, a malloc the program defines), and only a walk of the
  * stack (unwind.c) sees that. If a frame is elsewhere, or the stack cannot
  * be walked, the upcall returns to the interrupted instruction at once and
- * the preemption stays pending: the module retries after its retry delay,
- * since the fiber's switch count did not move.
+ * the preemption stays pending: the module tries again a slice after the
+ * delivery, since the fiber's switch count did not move.
  *
  * rseq critical sections need nothing here: the module resumes an
  * interrupted one at its abort handler, and signal delivery makes the

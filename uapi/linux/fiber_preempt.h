@@ -54,9 +54,9 @@ struct fiber_preempt_ctl {
 	/*
 	 * user, plain store, at every fiber switch: incremented. kernel:
 	 * READ_ONCE; unchanged for a whole slice means one fiber held the
-	 * thread for that slice. Still unchanged retry_us after a delivery
-	 * means the upcall declined: the kernel tries again, and again at
-	 * doubling intervals up to the slice while it stays unchanged.
+	 * thread for that slice. A delivery starts the next slice: still
+	 * unchanged a slice after it means the upcall declined, and the
+	 * kernel tries again.
 	 */
 	__u64 switch_count;
 	/*
