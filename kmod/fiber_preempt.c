@@ -243,7 +243,7 @@ static bool fp_pc_preemptible(struct fp_reg *reg, u64 pc)
  */
 static bool fp_rseq_resume_pc(u64 *pc)
 {
-	struct rseq __user *rseq = current->rseq;
+	struct rseq __user *rseq = fp_rseq_area(current);
 	struct rseq_cs cs;
 	u64 cs_ptr;
 	u32 sig;
@@ -260,7 +260,7 @@ static bool fp_rseq_resume_pc(u64 *pc)
 		void __user *sigp = (void __user *)(uintptr_t)(cs.abort_ip - sizeof(sig));
 
 		if (copy_from_user_nofault(&sig, sigp, sizeof(sig)) ||
-		    sig != current->rseq_sig)
+		    sig != fp_rseq_sig(current))
 			return false;
 		*pc = cs.abort_ip;
 	}
@@ -484,8 +484,8 @@ static long fp_ioctl_register(void __user *argp)
 	memcpy(reg->ranges, args.ranges, sizeof(reg->ranges));
 	reg->seen_switch = READ_ONCE(reg->ctl->switch_count);
 	reg->retry_ns = fp_retry_ns;
-	hrtimer_init(&reg->timer, CLOCK_MONOTONIC, HRTIMER_MODE_REL_PINNED_HARD);
-	reg->timer.function = fp_timer_fn;
+	fp_hrtimer_setup(&reg->timer, fp_timer_fn, CLOCK_MONOTONIC,
+			 HRTIMER_MODE_REL_PINNED_HARD);
 	preempt_notifier_init(&reg->notifier, &fp_preempt_ops);
 	__module_get(THIS_MODULE);
 
