@@ -14,12 +14,16 @@
 #                 machine: make KDIR=/lib/modules/$(uname -r)/build
 # KERNELS=        the other kernels make check builds the module for (x86_64
 #                 and arm64) and boots (x86_64), each series:suite of Debian's
-#                 (default 6.12:bookworm-backports); KERNELS= for none
+#                 (default 6.12:bookworm-backports 7.3:trixie-backports);
+#                 KERNELS= for none; make check-kernels runs only those
+# CHROOT=trixie   build the module in a Debian chroot of that release (made
+#                 once under build/chroot/), for headers whose kbuild tools
+#                 need its libraries (make check does so for trixie's kernels)
 # VM_ACCEL=kvm    use KVM for the VM (default tcg: software emulation)
 
 ARCH       ?= x86_64
 ARCHES     ?= x86_64 arm64
-KERNELS    ?= 6.12:bookworm-backports
+KERNELS    ?= 6.12:bookworm-backports 7.3:trixie-backports
 # Debian's amd64 and arm64 kernels come from one source upload: one ABI.
 KVER_AMD64 ?= $(shell scripts/kver.sh amd64)
 HOST_ARCH  := $(shell uname -m)
@@ -78,9 +82,14 @@ KSFT_INC   := $(KSFT_DIR)/tools/testing/selftests
 KSUFFIX    := $(if $(KERNEL),-$(KERNEL))
 KBUILD_OUT := $(O)/kbuild$(KSUFFIX)
 MODULE     := $(KBUILD_OUT)/kmod/fiber_preempt.ko
+# CHROOT=trixie: kbuild runs in that chroot, which sees the source tree, the
+# build directory and the unpacked kernel (KDIR's ../../..) at their own paths.
+KBUILD_RUN := $(if $(CHROOT),scripts/debian-chroot.sh $(CHROOT) $(abspath build)/chroot/$(CHROOT) \
+	      --bind $(KBUILD_OUT) --bind $(abspath $(KDIR)/../../..) --)
 
-.PHONY: all module lib selftests examples benches check vm-check host-check demo bench deps \
-	checkpatch checkpatch-check man-check consumer-check dkms-check ksft-tree ksft-check dkms-install dkms-uninstall clean install
+.PHONY: all module lib selftests examples benches check check-kernels kernel-lanes vm-check \
+	host-check demo bench deps checkpatch checkpatch-check man-check consumer-check \
+	dkms-check ksft-tree ksft-check dkms-install dkms-uninstall clean install
 
 all: module lib selftests examples benches
 
@@ -100,7 +109,7 @@ $(MODULE): Kbuild kmod/*.c kmod/*.h kmod/Kbuild kmod/arch/*/*.h uapi/linux/*.h |
 		{ echo "error: $(KDIR) lacks CONFIG_PREEMPT_NOTIFIERS=y" >&2; exit 1; }
 	@mkdir -p $(KBUILD_OUT)
 	cp -r Kbuild kmod uapi $(KBUILD_OUT)/
-	$(MAKE) -C $(KDIR) M=$(KBUILD_OUT) $(KBUILD_ARCH) modules
+	$(KBUILD_RUN) $(MAKE) -C $(KDIR) M=$(KBUILD_OUT) $(KBUILD_ARCH) modules
 
 # ---- libfiber ---------------------------------------------------------------
 
@@ -358,25 +367,41 @@ check:
 		printf '%s 1 lane %s: build\n%s 2 lane %s: the VM ran\n' \
 			"$$built" $$a "$$ran" $$a > $(RESULTS)/lane-$$a/lane.tap; \
 	done; true
-	@for k in $(KERNELS); do \
+	@$(MAKE) --no-print-directory RESULTS=$(RESULTS) kernel-lanes
+	@$(MAKE) --no-print-directory RESULTS=$(RESULTS) checkpatch-check man-check consumer-check \
+		ksft-check dkms-check
+	@scripts/tap-summary.sh $(RESULTS)/*/*.out $(RESULTS)/*/*.tap
+
+# The kernel matrix: for each series:suite in KERNELS, the module built for
+# Debian's amd64 and arm64 kernel of that series, and the VM suite run on
+# the amd64 one. A suite of another Debian release than this machine's
+# (trixie-backports here) builds in a chroot of that release.
+kernel-lanes:
+	@host=$$(. /etc/os-release && echo "$$VERSION_CODENAME"); \
+	for k in $(KERNELS); do \
 		series=$${k%%:*}; suite=$${k#*:}; root=$(abspath build)/kernels/$$series; \
+		release=$${suite%%-*}; chroot=; [ "$$release" = "$$host" ] || chroot=$$release; \
 		mkdir -p $(RESULTS)/lane-x86_64-$$series; \
 		built=ok; ran=ok; arm64=ok; \
 		[ "$$(cat $$root/kver-arm64 2>/dev/null)" ] || \
 			scripts/debian-kernel.sh $$suite $$series $$root || built="not ok"; \
 		kver=$$(cat $$root/kver 2>/dev/null); karm=$$(cat $$root/kver-arm64 2>/dev/null); \
-		kargs="ARCH=x86_64 KERNEL=$$series KVER=$$kver RESULTS=$(RESULTS) \
+		kargs="ARCH=x86_64 KERNEL=$$series KVER=$$kver RESULTS=$(RESULTS) CHROOT=$$chroot \
 			KDIR=$$root/usr/src/linux-headers-$$kver VMLINUZ=$$root/boot/vmlinuz-$$kver"; \
 		[ "$$built" = ok ] && { $(MAKE) --no-print-directory $$kargs module || built="not ok"; }; \
 		[ "$$built" = ok ] && $(MAKE) --no-print-directory -k $$kargs vm-check; \
 		[ -f $(RESULTS)/vm-x86_64-$$series/vm.tap ] || ran="not ok"; \
-		$(MAKE) --no-print-directory ARCH=arm64 KERNEL=$$series KVER=$$karm \
+		$(MAKE) --no-print-directory ARCH=arm64 KERNEL=$$series KVER=$$karm CHROOT=$$chroot \
 			KDIR=$$root/usr/src/linux-headers-$$karm module || arm64="not ok"; \
 		printf '%s 1 kernel %s: module built\n%s 2 kernel %s: the VM ran\n%s 3 kernel %s: arm64 module built\n' \
 			"$$built" $$series "$$ran" $$series "$$arm64" $$series > $(RESULTS)/lane-x86_64-$$series/lane.tap; \
 	done; true
-	@$(MAKE) --no-print-directory RESULTS=$(RESULTS) checkpatch-check man-check consumer-check \
-		ksft-check dkms-check
+
+# The kernel matrix alone (make check-kernels KERNELS="7.2:trixie-backports").
+check-kernels:
+	@scripts/deps.sh --if-missing
+	@rm -rf $(RESULTS)
+	@$(MAKE) --no-print-directory RESULTS=$(RESULTS) kernel-lanes
 	@scripts/tap-summary.sh $(RESULTS)/*/*.out $(RESULTS)/*/*.tap
 
 # Each program's TAP goes to NAME.out and its exit status to NAME.rc.

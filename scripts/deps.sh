@@ -3,16 +3,17 @@
 # Installs the Debian packages the project needs. Idempotent: with
 # --if-missing it does nothing (and needs no network) when all are there.
 # dwarves: pahole, which newer kernels' Kbuild runs for module BTF (the
-# 6.12 lane). groff-base: groff, which lints the man pages. dkms: make
-# dkms-install, and make check builds the module with it. gnuplot-nox:
-# make bench's charts. rsync: the kernel's kselftest install.
+# 6.12 lane). debootstrap: the Debian 13 chroot the 7.x lane builds in
+# (scripts/debian-chroot.sh). groff-base: groff, which lints the man pages.
+# dkms: make dkms-install, and make check builds the module with it.
+# gnuplot-nox: make bench's charts. rsync: the kernel's kselftest install.
 set -eu
 
 pkgs="gcc make libc6-dev liburing-dev pkg-config
       qemu-system-x86 busybox-static cpio gzip xz-utils
       linux-source-6.1 linux-headers-amd64 linux-image-amd64
       gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-system-arm qemu-user-static
-      g++ g++-aarch64-linux-gnu wrk curl gdb dwarves groff-base dkms
+      g++ g++-aarch64-linux-gnu wrk curl gdb dwarves debootstrap groff-base dkms
       gnuplot-nox rsync"
 
 missing() {
