@@ -37,8 +37,14 @@
  * the kernel handles rseq on this same return to user space (the thread
  * was also preempted or migrated), it sees the trampoline's PC, outside
  * the section, and clears rseq_cs before the trampoline could look.
- * So the callback applies the abort here, as rseq_ip_fixup() would, and
- * stores the abort handler as the PC to return to.
+ * Since 6.19 that check (rseq_update_user_cs(), formerly rseq_ip_fixup())
+ * runs elsewhere on the way out (on x86 last, after the exit work), but
+ * still reads the PC from pt_regs, so the same holds. The callback applies
+ * the abort here, as the kernel's fix-up would, and stores the abort
+ * handler as the PC to return to; the kernel then finds rseq_cs clear.
+ * rseq time-slice extensions (CONFIG_RSEQ_SLICE_EXTENSION, off in
+ * Debian's 7.x) are not looked at: a fiber that asked for one is switched
+ * away from like any other.
  *
  * Vector state: the trampoline saves every register the interrupted code
  * may hold. On arm64 the SVE registers hold state only after SVE code ran
