@@ -2,6 +2,8 @@
 #
 # make            build the module, libfiber, the selftests, examples, benchmarks
 # make check      every test: natively on this machine and in a QEMU VM with the module
+# make check-kernels  only the kernel matrix (KERNELS): the module built and the
+#                 VM suite run for each of those kernels
 # make demo       the fairness demo in the VM: preemption on, then off
 # make bench      the benchmarks, each figure printed with its method; charts
 #                 of the VM's figures in build/bench/*.svg
