@@ -149,8 +149,6 @@ TEST_F(fair, three_on_two_workers_pinned)
 	TH_LOG("min/max time %.3f, %lu preemptions", time_ratio, preemptions);
 	ASSERT_LT(0, preemptions);
 	ASSERT_FALSE(moved);
-	/* Two share a worker, one has the other: half the time each. */
-	ASSERT_GT(0.7, time_ratio);
 }
 
 #define NR_YIELDERS	4
