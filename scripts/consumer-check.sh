@@ -9,16 +9,7 @@
 # stdout. Usage: consumer-check.sh WORKDIR (emptied first).
 work=${1:?}
 cc=${CC:-gcc}
-n=0
-fails=0
-
-tap() {	# STATUS DESCRIPTION [LOG FILE]
-	n=$((n + 1))
-	echo "$1 $n $2"
-	[ "$1" = ok ] && return
-	fails=$((fails + 1))
-	[ -n "${3:-}" ] && sed 's/^/# /' "$3"
-}
+. "$(dirname "$0")/tap.sh"
 
 rm -rf "$work"
 mkdir -p "$work"
@@ -29,7 +20,7 @@ if make --no-print-directory install DESTDIR="$dest" PREFIX=/usr > "$log" 2>&1; 
 	tap ok "consumer: make install DESTDIR= PREFIX=/usr"
 else
 	tap "not ok" "consumer: make install DESTDIR= PREFIX=/usr" "$log"
-	echo "1..$n"
+	tap_end
 	exit 1
 fi
 
@@ -72,5 +63,4 @@ build_and_run() {
 build_and_run dynamic "" "" ""
 # libfiber.a and liburing.a, then libc and the rest dynamically.
 build_and_run static --static -Wl,-Bstatic -Wl,-Bdynamic
-echo "1..$n"
-[ "$fails" -eq 0 ]
+tap_end

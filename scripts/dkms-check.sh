@@ -11,20 +11,10 @@
 # (VM_KERNEL and the other VM_* in the environment, see vm-run.sh).
 work=${1:?} version=${2:?} kver=${3:?} kdir=${4:?} vm_out=${5:?} ksft=${6:?}
 top=$(cd "$(dirname "$0")/.." && pwd)
-n=0
-fails=0
-
-tap() {	# STATUS DESCRIPTION [LOG FILE]
-	n=$((n + 1))
-	echo "$1 $n $2"
-	[ "$1" = ok ] && return
-	fails=$((fails + 1))
-	[ -n "${3:-}" ] && tail -n 40 "$3" | sed 's/^/# /'
-}
+. "$top/scripts/tap.sh"
 
 finish() {
-	echo "1..$n"
-	[ "$fails" -eq 0 ]
+	tap_end
 	exit
 }
 
