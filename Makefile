@@ -160,7 +160,7 @@ SELFTESTS_DEV := device register threads lifetime
 SELFTESTS_LIB := fibers fairness preempt_disable errno libc_safety libc_safety_static \
 		 safe_points own_malloc preempt_libs sigmask locks locks_static cxa_guard lifecycle slices \
 		 signal_handler rseq regs unwind unwind_insn io mutex stealing server backtrace dump stall \
-		 tracepoints \
+		 tracepoints limits \
 		 $(if $(filter aarch64,$(TARGET)),sve)
 SELFTESTS_AFTER := unloaded
 SELFTESTS_VM := $(SELFTESTS_DEV) $(SELFTESTS_LIB)

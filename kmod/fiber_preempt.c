@@ -101,6 +101,7 @@
 #include <linux/preempt.h>
 #include <linux/rseq.h>
 #include <linux/sched.h>
+#include <linux/sched/user.h>
 #include <linux/signal.h>
 #include <linux/slab.h>
 #include <linux/tracepoint.h>
@@ -137,6 +138,7 @@ struct fp_reg {
 	struct task_struct *task;	/* compared only: outlives the registration */
 	struct mm_struct *mm;		/* compared only, never dereferenced */
 	struct page *page;		/* the pinned page holding ctl */
+	struct user_struct *user;	/* charged the page, or NULL (CAP_IPC_LOCK) */
 	sigset_t blocked;		/* the thread's signal mask at registration */
 	struct fiber_preempt_ctl *ctl;	/* ctl through the linear mapping */
 	u64 upcall;
@@ -385,6 +387,87 @@ static enum hrtimer_restart fp_timer_fn(struct hrtimer *timer)
 	return HRTIMER_RESTART;
 }
 
+/* Unpins the control page and gives back its charge. Atomic context is fine. */
+static void fp_unpin(struct fp_reg *reg)
+{
+	if (reg->page)
+		unpin_user_page(reg->page);
+	if (reg->user) {
+		atomic_long_dec(&reg->user->locked_vm);
+		free_uid(reg->user);
+		reg->user = NULL;
+	}
+}
+
+/*
+ * The control page stays pinned for as long as the registration lives, so
+ * it is charged to the user's RLIMIT_MEMLOCK as io_uring charges its
+ * registered buffers: per user, across all their processes, one page per
+ * registration (threads whose control blocks share a page are charged a
+ * page each), unless the caller has CAP_IPC_LOCK. One user thus cannot
+ * fill max_registrations beyond what their limit allows.
+ */
+static int fp_charge_user(struct fp_reg *reg)
+{
+	struct user_struct *user = current_user();
+	unsigned long limit, locked;
+
+	if (capable(CAP_IPC_LOCK))
+		return 0;
+	limit = rlimit(RLIMIT_MEMLOCK) >> PAGE_SHIFT;
+	locked = atomic_long_read(&user->locked_vm);
+	do {
+		if (locked + 1 > limit)
+			return -ENOMEM;
+	} while (!atomic_long_try_cmpxchg(&user->locked_vm, &locked, locked + 1));
+	reg->user = get_uid(user);
+	return 0;
+}
+
+/*
+ * Only private memory may hold a control block. The module writes it from
+ * hard irq through the kernel's mapping of the pinned page, behind the
+ * back of whatever owns a shared page: a file's page would be changed
+ * without being dirtied for writeback (a long-term pin of page cache is
+ * what 6.5 stopped allowing), and shmem or another process would see
+ * counters change under them. A private page, once pinned for writing,
+ * is an anonymous page of this process alone (copy-on-write was broken
+ * by the pin). The mapping is looked at before the pin, so every kernel
+ * gives the same -EOPNOTSUPP, and the page after it, in case the memory
+ * was remapped in between.
+ */
+static int fp_pin_ctl(struct fp_reg *reg, unsigned long addr)
+{
+	struct mm_struct *mm = current->mm;
+	struct vm_area_struct *vma;
+	int ret = 0;
+
+	mmap_read_lock(mm);
+	vma = find_vma(mm, addr);
+	if (!vma || vma->vm_start > addr)
+		ret = -EFAULT;
+	else if (vma->vm_flags & VM_MAYSHARE)
+		ret = -EOPNOTSUPP;
+	mmap_read_unlock(mm);
+	if (ret)
+		return ret;
+
+	ret = fp_charge_user(reg);
+	if (ret)
+		return ret;
+	ret = pin_user_pages_fast(addr & PAGE_MASK, 1, FOLL_WRITE | FOLL_LONGTERM,
+				  &reg->page);
+	if (ret == 1 && folio_test_anon(page_folio(reg->page)))
+		return 0;
+	if (ret == 1) {
+		unpin_user_page(reg->page);
+		ret = -EOPNOTSUPP;
+	}
+	reg->page = NULL;
+	fp_unpin(reg);		/* the charge alone */
+	return ret < 0 ? ret : -EFAULT;
+}
+
 /* Ends current's registration. Callable in atomic context. */
 static void fp_unregister_current(struct fp_reg *reg)
 {
@@ -393,7 +476,7 @@ static void fp_unregister_current(struct fp_reg *reg)
 	hrtimer_cancel(&reg->timer);
 	preempt_enable();
 
-	unpin_user_page(reg->page);
+	fp_unpin(reg);
 	kfree(reg);
 	atomic_dec(&fp_nr_registrations);
 	module_put(THIS_MODULE);
@@ -467,12 +550,9 @@ static long fp_ioctl_register(void __user *argp)
 		ret = -ENOMEM;
 		goto out_count;
 	}
-	ret = pin_user_pages_fast(args.ctl & PAGE_MASK, 1,
-				  FOLL_WRITE | FOLL_LONGTERM, &reg->page);
-	if (ret != 1) {
-		ret = ret < 0 ? ret : -EFAULT;
+	ret = fp_pin_ctl(reg, args.ctl);
+	if (ret)
 		goto out_free;
-	}
 	reg->ctl = page_address(reg->page) + offset_in_page(args.ctl);
 	if (READ_ONCE(reg->ctl->size) < sizeof(*reg->ctl)) {
 		ret = -EINVAL;
@@ -503,7 +583,7 @@ static long fp_ioctl_register(void __user *argp)
 	return 0;
 
 out_unpin:
-	unpin_user_page(reg->page);
+	fp_unpin(reg);
 out_free:
 	kfree(reg);
 out_count:

@@ -533,8 +533,11 @@ static void *worker_main(void *arg)
 	fiber_tls_ctl = &w->ctl;
 	w->tid = gettid();
 	err = fiber_io_worker_start(w, fiber_sched.ring_entries);
-	if (!err)
+	if (!err) {
 		err = fiber_preempt_worker_start(w);
+		if (err)
+			fiber_io_worker_stop(w);
+	}
 
 	sched_lock();
 	w->init_error = err;
@@ -678,6 +681,25 @@ static int start_workers(void)
 	return err;
 }
 
+/*
+ * AUTO means the module when it takes every worker. One it refuses (the
+ * user's RLIMIT_MEMLOCK is used up by pinned control pages, or the
+ * module's max_registrations are taken) leaves preemption by signals,
+ * as a machine without the module would.
+ */
+static int restart_workers_with_signals(void)
+{
+	int err;
+
+	fiber_preempt_teardown();
+	fiber_sched.mode = FIBER_PREEMPT_SIGNAL;
+	fiber_sched.stopping = false;
+	fiber_sched.started_workers = 0;
+	memset(fiber_sched.workers, 0, fiber_sched.nr_workers * sizeof(struct fiber_worker));
+	err = fiber_preempt_setup(&fiber_sched.mode);
+	return err ? err : start_workers();
+}
+
 int fiber_sched_start(const struct fiber_config *cfg)
 {
 	struct fiber_config c = { 0 };
@@ -734,6 +756,9 @@ int fiber_sched_start(const struct fiber_config *cfg)
 	if (err)
 		goto fail;
 	err = start_workers();
+	if ((err == -ENOMEM || err == -ENOSPC) && c.mode == FIBER_PREEMPT_AUTO &&
+	    fiber_sched.mode == FIBER_PREEMPT_KMOD)
+		err = restart_workers_with_signals();
 	if (err)
 		goto fail;
 	err = fiber_preempt_sched_started();

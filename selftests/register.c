@@ -3,6 +3,8 @@
 #include "kselftest_harness.h"
 #include "fp_dev.h"
 
+#include <stdbool.h>
+#include <stdio.h>
 #include <sys/mman.h>
 
 FIXTURE(reg) {
@@ -145,6 +147,103 @@ TEST_F(reg, ctl_read_only)
 	self->args.ctl = (uintptr_t)ctl;
 	ASSERT_EQ(-EFAULT, do_register(self));
 	munmap(ctl, 4096);
+}
+
+/* A control block at the start of a fresh mapping: NULL if none could be made. */
+static struct fiber_preempt_ctl *map_ctl(size_t len, int flags, int fd)
+{
+	struct fiber_preempt_ctl *ctl = mmap(NULL, len, PROT_READ | PROT_WRITE, flags, fd, 0);
+
+	if (ctl == MAP_FAILED)
+		return NULL;
+	ctl->size = sizeof(*ctl);
+	return ctl;
+}
+
+/* The module writes the block behind the owner's back: only private memory. */
+TEST_F(reg, ctl_in_shared_anonymous_memory)
+{
+	struct fiber_preempt_ctl *ctl = map_ctl(4096, MAP_SHARED | MAP_ANONYMOUS, -1);
+
+	ASSERT_NE(NULL, ctl);
+	self->args.ctl = (uintptr_t)ctl;
+	ASSERT_EQ(-EOPNOTSUPP, do_register(self));
+	munmap(ctl, 4096);
+}
+
+TEST_F(reg, ctl_in_shared_file_mapping)
+{
+	int mfd = memfd_create("fp-ctl", MFD_CLOEXEC);
+	struct fiber_preempt_ctl *ctl;
+
+	ASSERT_LE(0, mfd);
+	ASSERT_EQ(0, ftruncate(mfd, 4096));
+	ctl = map_ctl(4096, MAP_SHARED, mfd);
+	ASSERT_NE(NULL, ctl);
+	self->args.ctl = (uintptr_t)ctl;
+	ASSERT_EQ(-EOPNOTSUPP, do_register(self));
+	munmap(ctl, 4096);
+	close(mfd);
+}
+
+/* A private mapping of a file: the pin breaks copy-on-write, the file stays as it was. */
+TEST_F(reg, ctl_in_private_file_mapping)
+{
+	int mfd = memfd_create("fp-ctl", MFD_CLOEXEC);
+	struct fiber_preempt_ctl *ctl, in_file;
+
+	ASSERT_LE(0, mfd);
+	ASSERT_EQ(0, ftruncate(mfd, 4096));
+	ctl = map_ctl(4096, MAP_PRIVATE, mfd);
+	ASSERT_NE(NULL, ctl);
+	self->args.ctl = (uintptr_t)ctl;
+	ASSERT_EQ(0, do_register(self));
+	ASSERT_EQ(0, do_unregister(self));
+	ASSERT_EQ(sizeof(in_file), pread(mfd, &in_file, sizeof(in_file), 0));
+	EXPECT_EQ(0, in_file.size);
+	munmap(ctl, 4096);
+	close(mfd);
+}
+
+/* Reserves huge pages if none are (as root); false if there are none to map. */
+static bool have_huge_pages(void)
+{
+	FILE *f = fopen("/proc/sys/vm/nr_hugepages", "r+");
+	long n = 0;
+
+	if (!f)
+		return false;
+	if (fscanf(f, "%ld", &n) == 1 && n == 0) {
+		rewind(f);
+		fprintf(f, "4\n");
+	}
+	fclose(f);
+	return true;
+}
+
+TEST_F(reg, ctl_in_huge_pages)
+{
+	const size_t len = 2 << 20;
+	struct fiber_preempt_ctl *ctl;
+
+	if (!have_huge_pages())
+		SKIP(return, "no hugetlbfs");
+	ctl = map_ctl(len, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1);
+	if (!ctl)
+		SKIP(return, "no huge page free: %s", strerror(errno));
+	/* Not at the start of the huge page: the pin is of one small page of it. */
+	self->args.ctl = (uintptr_t)ctl + len / 2;
+	((struct fiber_preempt_ctl *)(uintptr_t)self->args.ctl)->size = sizeof(*ctl);
+	ASSERT_EQ(0, do_register(self));
+	ASSERT_EQ(0, do_unregister(self));
+	munmap(ctl, len);
+
+	ctl = map_ctl(len, MAP_SHARED | MAP_ANONYMOUS | MAP_HUGETLB, -1);
+	if (!ctl)
+		SKIP(return, "no shared huge page free: %s", strerror(errno));
+	self->args.ctl = (uintptr_t)ctl;
+	ASSERT_EQ(-EOPNOTSUPP, do_register(self));
+	munmap(ctl, len);
 }
 
 TEST_F(reg, ctl_kernel_address)

@@ -66,7 +66,12 @@ extern "C" {
 #endif
 
 enum fiber_preempt_mode {
-	FIBER_PREEMPT_AUTO = 0,	/* kmod if /dev/fiber_preempt is there, else signal */
+	/*
+	 * kmod if /dev/fiber_preempt is there and takes every worker, else
+	 * signal (the module refuses a worker past the user's RLIMIT_MEMLOCK
+	 * or its max_registrations)
+	 */
+	FIBER_PREEMPT_AUTO = 0,
 	FIBER_PREEMPT_KMOD,
 	FIBER_PREEMPT_SIGNAL,
 	FIBER_PREEMPT_OFF,
@@ -156,7 +161,10 @@ typedef struct fiber fiber_t;
  * its device may not be opened, -EPROTO when it speaks another version
  * of the interface), -ENOENT when a library FIBER_PREEMPT_LIBS names is
  * not loaded, -ENOSPC when the libraries named need more code ranges
- * than the module takes, or the error a worker met while registering.
+ * than the module takes, or the error a worker met while registering
+ * (in KMOD mode: -ENOMEM past the user's RLIMIT_MEMLOCK, which each
+ * worker's pinned control page is charged to, -ENOSPC past the module's
+ * max_registrations; AUTO then uses signals instead).
  */
 int fiber_sched_start(const struct fiber_config *cfg);
 

@@ -40,8 +40,10 @@
 #define FIBER_PREEMPT_CTL_ALIGN		128
 
 /*
- * Per-thread control block, in the registered thread's memory. The module
- * pins the page that holds it for as long as the registration lives.
+ * Per-thread control block, in the registered thread's private memory
+ * (a shared mapping gives EOPNOTSUPP). The module pins the page that holds
+ * it for as long as the registration lives, charged to the user's
+ * RLIMIT_MEMLOCK unless the thread has CAP_IPC_LOCK (ENOMEM past it).
  */
 struct fiber_preempt_ctl {
 	/* user, before registering: sizeof(struct fiber_preempt_ctl). */
