@@ -91,7 +91,7 @@ KBUILD_RUN := $(if $(CHROOT),scripts/debian-chroot.sh $(CHROOT) $(abspath build)
 
 .PHONY: all module lib selftests examples benches check check-kernels kernel-lanes vm-check \
 	host-check demo bench deps checkpatch checkpatch-check man-check consumer-check \
-	dkms-check ksft-tree ksft-check dkms-install dkms-uninstall clean install
+	dkms-check ksft-tree ksft-check dkms-install dkms-uninstall clean install soak soak-vm FORCE
 
 all: module lib selftests examples benches
 
@@ -218,6 +218,13 @@ $(O)/selftests/unwind_insn: selftests/unwind_insn.c selftests/*.h $(LIB_HDRS) \
 	@mkdir -p $(dir $@)
 	$(CC) $(KSFT_CFLAGS) -I$(LIB_DIR) -I$(LIB_DIR)/arch/$(LIB_ARCH) -o $@ $< $(LIBFIBER_A) \
 		$(LDFLAGS) -rdynamic -l:liburing.a -pthread -ldl
+
+# regs.c again, with only its soak (make soak), for SOAK_PREEMPTIONS preemptions.
+SOAK_PREEMPTIONS ?= 10000000
+$(O)/selftests/regs_soak: selftests/regs.c selftests/regs_$(LIB_ARCH).S selftests/*.h $(LIB_HDRS) \
+		$(KSFT_INC)/kselftest_harness.h $(LIBFIBER_SO) FORCE
+	@mkdir -p $(dir $@)
+	$(CC) $(KSFT_CFLAGS) -DREGS_SOAK=$(SOAK_PREEMPTIONS)ULL -o $@ $< $(filter %.S,$^) $(LINK_FIBER)
 
 $(addprefix $(O)/selftests/,$(filter-out %_static unwind_insn cxa_guard,$(SELFTESTS_LIB))): $(O)/selftests/%: \
 		selftests/%.c selftests/*.h $(LIB_HDRS) $(KSFT_INC)/kselftest_harness.h $(LIBFIBER_SO)
@@ -466,6 +473,26 @@ dkms-check:
 		$(DKMS_VERSION) $(KVER) $(KDIR) $(RESULTS)/dkms-vm $(KSFT_INSTALL),\
 		echo "ok 1 dkms # SKIP the DKMS check runs for x86_64") > $(RESULTS)/dkms/dkms.tap; true
 
+# The soak: the register-integrity test in the VM, kmod mode, until
+# SOAK_PREEMPTIONS preemptions (10^7), per architecture of ARCHES; prints
+# preemptions per second and the result.
+soak:
+	@scripts/deps.sh --if-missing
+	@rm -rf $(RESULTS)
+	@for a in $(ARCHES); do \
+		$(MAKE) --no-print-directory ARCH=$$a RESULTS=$(RESULTS) soak-vm; \
+	done; true
+	@scripts/tap-summary.sh $(RESULTS)/*/*.out $(RESULTS)/*/*.tap
+
+soak-vm: all $(O)/selftests/regs_soak
+	$(VM_ENV) VM_OUT=$(RESULTS)/soak-$(ARCH)$(KSUFFIX) VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
+	VM_FILES="$(O)/selftests/regs_soak $(LIBFIBER_SO).1" VM_RUN=regs_soak \
+	VM_TIMEOUT=86400 VM_TEST_TIMEOUT=86400 scripts/vm-run.sh
+	@rm -rf $(RESULTS)/soak-$(ARCH)$(KSUFFIX)/root $(RESULTS)/soak-$(ARCH)$(KSUFFIX)/initramfs.gz
+	@sed -n 's/^# .*:soak:level .*: \([0-9]*\) preemptions in \([0-9.]*\) s (\([0-9]*\)\/s).*/soak: arch=$(ARCH) preemptions=\1 seconds=\2 per_second=\3/p' \
+		$(RESULTS)/soak-$(ARCH)$(KSUFFIX)/regs_soak.out
+	@grep -E '^(not )?ok ' $(RESULTS)/soak-$(ARCH)$(KSUFFIX)/regs_soak.out | sed 's/^/soak: arch=$(ARCH) result: /'
+
 vm-check: all
 	$(VM_ENV) VM_OUT=$(RESULTS)/vm-$(ARCH)$(KSUFFIX) VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
 	VM_FILES="$(SELFTEST_BINS) $(TEST_LIBSPIN) $(O)/examples/httpd $(LIBFIBER_SO).1" \
@@ -531,3 +558,6 @@ dkms-uninstall:
 
 clean:
 	rm -rf build
+
+# A prerequisite that is always out of date: its target rebuilds every time.
+FORCE:

@@ -4,9 +4,11 @@
 #include "fiber_test.h"
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 #define NR_FIBERS	3
+#define MAX_FIBERS	4
 /*
  * Preemptions to see. The signal backend's CPU-time timer fires on the
  * scheduler tick, a preemption every second tick: 1000 take 8 s at HZ=250.
@@ -234,38 +236,102 @@ static void *spinner_main(void *arg)
 
 FIBER_MODE_FIXTURE(regs);
 
-static void run_spinners(struct __test_metadata *_metadata,
-			 const FIXTURE_VARIANT(regs) *variant, int level, int nr)
+static bool failed(const struct spinner *s, int nr)
+{
+	int i;
+
+	for (i = 0; i < nr; i++)
+		if (__atomic_load_n(&s[i].error[0], __ATOMIC_RELAXED))
+			return true;
+	return false;
+}
+
+/* nr spinners on workers workers, until target preemptions or limit_ns. */
+struct spin_plan {
+	int level;
+	int nr;
+	unsigned int workers;
+	uint64_t slice_ns;
+	uint64_t target;
+	uint64_t limit_ns;
+};
+
+static void run_plan(struct __test_metadata *_metadata, enum fiber_preempt_mode mode,
+		     const struct spin_plan *p)
 {
 	struct fiber_config cfg = {
-		.workers = 1, .mode = variant->mode, .slice_ns = 50000,
+		.workers = p->workers, .mode = mode, .slice_ns = p->slice_ns,
 	};
-	struct spinner s[NR_FIBERS];
-	fiber_t *f[NR_FIBERS];
+	struct spinner s[MAX_FIBERS];
+	fiber_t *f[MAX_FIBERS];
 	atomic_bool stop = false;
-	uint64_t deadline, preempted;
+	uint64_t start, deadline, preempted, took, fired, deferred[4];
 	int i;
 
 	FIBER_START(&cfg);
-	for (i = 0; i < nr; i++) {
+	for (i = 0; i < p->nr; i++) {
 		s[i] = (struct spinner){ .seed = 0x9e3779b97f4a7c15ULL * (i + 1),
-					 .level = level, .stop = &stop };
+					 .level = p->level, .stop = &stop };
 		ASSERT_EQ(0, fiber_spawn(&f[i], spinner_main, &s[i]));
 	}
-	deadline = test_now_ns() + TIME_LIMIT_NS;
-	while (FIBER_STAT_SUM(preemptions) < TARGET(variant->mode) && test_now_ns() < deadline)
+	start = test_now_ns();
+	deadline = start + p->limit_ns;
+	while (FIBER_STAT_SUM(preemptions) < p->target && test_now_ns() < deadline &&
+	       !failed(s, p->nr))
 		fiber_sleep(10000000);
 	preempted = FIBER_STAT_SUM(preemptions);
+	took = test_now_ns() - start;
+	fired = FIBER_STAT_SUM(fired);
+	deferred[0] = FIBER_STAT_SUM(deferred_kernel);
+	deferred[1] = FIBER_STAT_SUM(deferred_upcall);
+	deferred[2] = FIBER_STAT_SUM(deferred_pc);
+	deferred[3] = FIBER_STAT_SUM(deferred_stack);
 	atomic_store(&stop, true);
-	for (i = 0; i < nr; i++)
+	for (i = 0; i < p->nr; i++)
 		ASSERT_EQ(0, fiber_join(f[i], NULL));
 	ASSERT_EQ(0, fiber_sched_stop());
 
-	TH_LOG("level %d, %d fibers: %lu preemptions, fiber 0 ran %lu rounds", level, nr,
-	       preempted, s[0].rounds);
-	for (i = 0; i < nr; i++)
+	TH_LOG("level %d, %d fibers on %u workers: %lu preemptions in %.1f s (%.0f/s), fiber 0 ran %lu rounds",
+	       p->level, p->nr, p->workers, preempted, took / 1e9, preempted / (took / 1e9),
+	       s[0].rounds);
+	TH_LOG("slices run out %lu; deferred: kernel %lu, upcall %lu, pc %lu, stack %lu",
+	       fired, deferred[0], deferred[1], deferred[2], deferred[3]);
+	for (i = 0; i < p->nr; i++)
 		EXPECT_STREQ("", s[i].error) TH_LOG("fiber %d", i);
-	ASSERT_LE(TARGET(variant->mode), preempted);
+	ASSERT_LE(p->target, preempted);
+}
+
+#ifdef REGS_SOAK
+/*
+ * make soak builds this file a second time, as regs_soak, with REGS_SOAK
+ * set to the preemptions to see (10^7): its one test is then this soak of
+ * the module, two spinners per worker on each CPU (up to two), 100 us slices. It ends
+ * at the count, or after a day; a register that changed fails it at once.
+ */
+TEST_F_TIMEOUT(regs, soak, 24 * 3600)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	struct spin_plan p = {
+		.level = best_level(), .slice_ns = 100000,
+		.workers = cpus < MAX_FIBERS / 2 ? cpus : MAX_FIBERS / 2,
+		.target = REGS_SOAK, .limit_ns = 24 * 3600 * 1000000000ULL,
+	};
+
+	if (variant->mode != FIBER_PREEMPT_KMOD)
+		SKIP(return, "the soak is of the module");
+	p.nr = 2 * p.workers;
+	run_plan(_metadata, variant->mode, &p);
+}
+#else
+static void run_spinners(struct __test_metadata *_metadata,
+			 const FIXTURE_VARIANT(regs) *variant, int level, int nr)
+{
+	struct spin_plan p = {
+		.level = level, .nr = nr, .workers = 1, .slice_ns = 50000,
+		.target = TARGET(variant->mode), .limit_ns = TIME_LIMIT_NS,
+	};
+
+	run_plan(_metadata, variant->mode, &p);
 }
 
 TEST_F_TIMEOUT(regs, gprs_flags_vectors, 120)
@@ -415,5 +481,6 @@ TEST_F_TIMEOUT(regs, alone, 120)
 {
 	run_spinners(_metadata, variant, best_level(), 1);
 }
+#endif /* REGS_SOAK */
 
 TEST_HARNESS_MAIN
