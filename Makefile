@@ -7,6 +7,8 @@
 # make demo       the fairness demo in the VM: preemption on, then off
 # make bench      the benchmarks, each figure printed with its method; charts
 #                 of the VM's figures in build/bench/*.svg
+# make soak       the register-integrity test in each VM (ARCHES) for
+#                 SOAK_PREEMPTIONS kmod preemptions (10^7: long, see README)
 # make deps       install the Debian packages all of this needs
 #
 # ARCH=arm64      build for, and run the VM lane of, arm64 (default x86_64);
