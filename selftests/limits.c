@@ -135,12 +135,16 @@ FIXTURE(limits) {
 FIXTURE_SETUP(limits)
 {
 	self->fd = fp_open();
-	FP_REQUIRE_DEVICE(self->fd);
-	if (geteuid())
-		SKIP(return, "needs root to become other users");
 	ASSERT_EQ(0, pipe(self->report));
 	ASSERT_EQ(0, pipe(self->hold));
 }
+
+/* In each test: a SKIP in the fixture's setup does not skip the test everywhere. */
+#define REQUIRE_DEVICE_AND_ROOT() do {					\
+	FP_REQUIRE_DEVICE(self->fd);					\
+	if (geteuid())							\
+		SKIP(return, "needs root to become other users");	\
+} while (0)
 
 FIXTURE_TEARDOWN(limits)
 {
@@ -176,8 +180,10 @@ static int finish(FIXTURE_DATA(limits) *self, pid_t *pids, int n)
 
 TEST_F(limits, memlock_bounds_a_users_registrations)
 {
-	pid_t pid = start_user(60101, 3, 5, self->report, self->hold);
+	pid_t pid;
 
+	REQUIRE_DEVICE_AND_ROOT();
+	pid = start_user(60101, 3, 5, self->report, self->hold);
 	/* Three pages: three threads, the fourth and fifth get ENOMEM. */
 	ASSERT_EQ(3, registered(self));
 	ASSERT_EQ(0, finish(self, &pid, 1));
@@ -189,6 +195,7 @@ TEST_F(limits, other_users_are_not_affected)
 	struct fp_test_ctl tctl;
 	pid_t pids[2];
 
+	REQUIRE_DEVICE_AND_ROOT();
 	pids[0] = start_user(60201, 2, 4, self->report, self->hold);
 	ASSERT_EQ(2, registered(self));
 	/* While the first is at its limit, a second user has its own. */
@@ -207,6 +214,7 @@ TEST_F(limits, root_is_not_charged)
 	struct fp_test_ctl tctl;
 	struct rlimit rl = { 0, 0 };
 
+	REQUIRE_DEVICE_AND_ROOT();
 	ASSERT_EQ(0, setrlimit(RLIMIT_MEMLOCK, &rl));
 	fp_fill_register(&args, &tctl);
 	ASSERT_EQ(0, fp_ioctl(self->fd, FIBER_PREEMPT_IOC_REGISTER, &args));
@@ -219,6 +227,7 @@ TEST_F(limits, charges_come_back)
 	pid_t pid;
 	int status;
 
+	REQUIRE_DEVICE_AND_ROOT();
 	/* Ended by the threads' exit: the same user can register as many again. */
 	pid = start_user(60301, 2, 2, self->report, self->hold);
 	ASSERT_EQ(2, registered(self));
@@ -260,6 +269,7 @@ TEST_F(limits, auto_mode_falls_back_to_signals)
 	int status;
 	pid_t pid;
 
+	REQUIRE_DEVICE_AND_ROOT();
 	pid = fork();
 	if (!pid)
 		start_fibers_as(60401, FIBER_PREEMPT_KMOD, -ENOMEM, FIBER_PREEMPT_KMOD);
