@@ -158,7 +158,7 @@ LINK_FIBER := -L$(O)/lib -lfiber -Wl,-rpath,'$$ORIGIN/../lib' -pthread
 
 # Tests of the device alone, and of libfiber in every mode (these also run
 # natively, where the kmod variants skip).
-SELFTESTS_DEV := device register threads lifetime
+SELFTESTS_DEV := device register threads lifetime fuzz
 SELFTESTS_LIB := fibers fairness preempt_disable errno libc_safety libc_safety_static \
 		 safe_points own_malloc preempt_libs sigmask locks locks_static cxa_guard lifecycle slices \
 		 signal_handler rseq regs unwind unwind_insn io mutex stealing server backtrace dump stall \
@@ -167,6 +167,12 @@ SELFTESTS_LIB := fibers fairness preempt_disable errno libc_safety libc_safety_s
 SELFTESTS_AFTER := unloaded
 SELFTESTS_VM := $(SELFTESTS_DEV) $(SELFTESTS_LIB)
 SELFTEST_BINS := $(addprefix $(O)/selftests/,$(SELFTESTS_VM) $(SELFTESTS_AFTER))
+# The device fuzzer runs its own default (60 s or 1,000,000 operations) in
+# the first lane, x86_64 on the default kernel, and FUZZ_SECONDS in the
+# others (arm64, the kernel matrix); FUZZ_SECONDS=300 for a longer soak
+# (with VM_TEST_TIMEOUT=600 in the environment).
+FUZZ_SECONDS ?= $(if $(KERNEL)$(filter arm64,$(ARCH)),20)
+VM_RUN_TESTS = $(patsubst fuzz,fuzz$(if $(FUZZ_SECONDS),$(comma)--seconds$(comma)$(FUZZ_SECONDS)),$(SELFTESTS_VM))
 KSFT_CFLAGS = $(CPPFLAGS) -I$(KSFT_INC) $(CFLAGS) $(KSFT_WARN)
 
 $(KSFT_INC)/kselftest_harness.h:
@@ -498,7 +504,7 @@ soak-vm: all $(O)/selftests/regs_soak
 vm-check: all
 	$(VM_ENV) VM_OUT=$(RESULTS)/vm-$(ARCH)$(KSUFFIX) VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
 	VM_FILES="$(SELFTEST_BINS) $(TEST_LIBSPIN) $(O)/examples/httpd $(LIBFIBER_SO).1" \
-	VM_RUN="$(SELFTESTS_VM)" \
+	VM_RUN="$(VM_RUN_TESTS)" \
 	VM_AFTER="$(SELFTESTS_AFTER)" scripts/vm-run.sh
 	@rm -rf $(RESULTS)/vm-$(ARCH)$(KSUFFIX)/root $(RESULTS)/vm-$(ARCH)$(KSUFFIX)/initramfs.gz
 
