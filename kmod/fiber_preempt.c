@@ -79,9 +79,17 @@
  * the thread's own context: by FIBER_PREEMPT_IOC_UNREGISTER, by the
  * sched_process_exit tracepoint (do_exit, any cause, including SIGKILL),
  * or by the sched_process_exec tracepoint (the new program knows nothing
- * of the old control page). Each registration holds a module reference,
- * so the module cannot be unloaded under one. Closing the file does not
- * end registrations: other threads of the process may still use theirs.
+ * of the old control page). Both come late: exit_mm() has already cleared
+ * the tid pthread_join() waits on, and exec_mmap() has released a vfork
+ * parent, so by then the control block may be another thread's memory (a
+ * joiner's to free) or another process's (the vfork parent's). From
+ * PF_EXITING, which do_exit() sets before exit_mm(), once exec has
+ * switched mm, and once a vfork child's vfork_done is gone, the timer
+ * therefore writes nothing and does not re-arm itself (fp_ctl_owned());
+ * the tracepoint still ends the registration. Each registration holds a
+ * module reference, so the module cannot be unloaded under one. Closing
+ * the file does not end registrations: other threads of the process may
+ * still use theirs.
  *
  * Rejected alternatives: a signal (Go's SIGURG) costs a full signal frame
  * and turns slow syscalls into -EINTR; task_work runs after signal
@@ -148,6 +156,7 @@ struct fp_reg {
 	u64 used_ns;			/* on-CPU time of the current slice */
 	u64 retry_ns;			/* delay of the next retry in this slice */
 	bool delivered;			/* the last firing sent the thread to the upcall */
+	bool vfork_child;		/* registered by a vfork child, in its parent's memory */
 	u64 on_cpu_since;		/* when used_ns was last brought up to date */
 	u32 flags;			/* FIBER_PREEMPT_REG_* */
 	u32 nr_ranges;
@@ -287,7 +296,7 @@ static enum fp_defer fp_try_deliver(struct fp_reg *reg)
 	u32 sve_live;
 	u64 pc;
 
-	if (!regs || !fp_arch_user_regs(regs) || current->mm != reg->mm)
+	if (!regs || !fp_arch_user_regs(regs))
 		return FP_DEFER_KERNEL;
 	if (READ_ONCE(ctl->in_upcall))
 		return FP_DEFER_UPCALL;
@@ -336,6 +345,18 @@ static u64 *fp_counter(struct fiber_preempt_ctl *ctl, enum fp_defer why)
 	return &ctl->delivered;
 }
 
+/*
+ * Whether current's memory, which holds ctl, is still its own: not from
+ * do_exit() on (PF_EXITING), nor once exec has switched mm, nor once a
+ * vfork child has given its parent the memory back (exec_mmap() does so
+ * before the switch). See Lifetime.
+ */
+static bool fp_ctl_owned(struct fp_reg *reg)
+{
+	return current->mm == reg->mm && !(current->flags & PF_EXITING) &&
+	       (!reg->vfork_child || READ_ONCE(current->vfork_done));
+}
+
 /* Where current was interrupted in user mode, or last entered the kernel. */
 static unsigned long fp_user_pc(void)
 {
@@ -353,7 +374,7 @@ static enum hrtimer_restart fp_timer_fn(struct hrtimer *timer)
 	 * CPU hotplug moves even pinned timers off a dying CPU: the callback
 	 * may then run under another task. The next sched_in re-arms it.
 	 */
-	if (unlikely(current != reg->task))
+	if (unlikely(current != reg->task || !fp_ctl_owned(reg)))
 		return HRTIMER_NORESTART;
 	fp_account(reg, now);
 	reg->delivered = false;
@@ -561,6 +582,7 @@ static long fp_ioctl_register(void __user *argp)
 
 	reg->task = current;
 	reg->mm = current->mm;
+	reg->vfork_child = current->vfork_done;
 	reg->blocked = current->blocked;
 	reg->upcall = args.upcall;
 	reg->upcall_end = args.upcall_end;
