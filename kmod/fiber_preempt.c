@@ -553,6 +553,13 @@ static long fp_ioctl_register(void __user *argp)
 		return -EFAULT;
 	if (usize < sizeof(args))
 		return -EINVAL;
+	/*
+	 * As clone3() and openat2(): copy_struct_from_user() would read a
+	 * tail of up to 4 GiB for non-zero bytes, seconds in the kernel that
+	 * not even SIGKILL cuts short.
+	 */
+	if (usize > PAGE_SIZE)
+		return -E2BIG;
 	ret = copy_struct_from_user(&args, sizeof(args), argp, usize);
 	if (ret)
 		return ret;

@@ -417,6 +417,7 @@ struct thread {
 	enum reg_state state;
 	int hold;		/* operations left before a held registration ends */
 	char *arena;		/* two pages for arguments, then a PROT_NONE page */
+	char *zeros;		/* a page for arguments, then zeros up to ZEROS_LEN */
 	char *ro_args;		/* a read-only page with valid arguments */
 	char *edge;		/* a page whose last slot sits before PROT_NONE */
 	struct fiber_preempt_ctl *heap;
@@ -424,6 +425,7 @@ struct thread {
 };
 
 #define ARENA_LEN	(2 * PAGE)
+#define ZEROS_LEN	(16UL << 20)
 
 static struct fiber_preempt_ctl data_blocks[SLOTS] __attribute__((aligned(PAGE)));
 static struct fiber_preempt_ctl vfork_blocks[MAX_THREADS]
@@ -591,6 +593,8 @@ static unsigned int expect_register(struct thread *t, const char *argp, const ch
 	memcpy(&usize, argp, sizeof(usize));
 	if (usize < REG_SIZE)
 		return M(RES_EINVAL);
+	if (usize > PAGE)
+		return M(RES_E2BIG);
 	/*
 	 * copy_struct_from_user(): the tail must be zero up to usize. Its
 	 * access_ok() of the whole tail fails first if it ends beyond
@@ -853,12 +857,13 @@ static void gen_fields(struct thread *t, struct fiber_preempt_register *a, uint6
 
 /* ---- argument pointers -------------------------------------------------- */
 
-enum argp_kind { ARGP_ARENA, ARGP_STRADDLE, ARGP_RO, ARGP_BAD, NR_ARGP };
+enum argp_kind { ARGP_ARENA, ARGP_STRADDLE, ARGP_RO, ARGP_ZEROS, ARGP_BAD, NR_ARGP };
 
 /*
  * Where an argument goes: in the arena (readable up to the PROT_NONE page
  * after it), straddling into that page, the read-only page of valid
- * arguments, or an address that is none of the caller's (NULL, kernel,
+ * arguments, before megabytes of zeros (what a huge size would have the
+ * module read), or an address that is none of the caller's (NULL, kernel,
  * below mmap_min_addr, the last bytes below TASK_SIZE, the PROT_NONE page).
  * Returns the pointer; *readable_end is where readable bytes end, NULL
  * when none are.
@@ -880,6 +885,9 @@ static char *gen_argp(struct thread *t, size_t len, enum argp_kind *kindp, const
 	case ARGP_RO:
 		*readable_end = t->ro_args + PAGE;
 		return t->ro_args;
+	case ARGP_ZEROS:
+		*readable_end = t->zeros + ZEROS_LEN;
+		return t->zeros + (below(t, 64) & ~3UL);
 	default:
 		*readable_end = NULL;
 		switch (below(t, 6)) {
@@ -899,12 +907,16 @@ static char *gen_argp(struct thread *t, size_t len, enum argp_kind *kindp, const
 	}
 }
 
-/* Zeroes what an operation left in the arena: the model reads it as zeros. */
-static void arena_clean(struct thread *t, char *p, size_t len)
+/* Zeroes what an operation left in its arguments' page: the model reads it as zeros. */
+static void arena_clean(struct thread *t, enum argp_kind kind, char *p, size_t len)
 {
 	char *lo = t->arena, *hi = t->arena + ARENA_LEN;
 
-	if (p + len <= lo || p >= hi)
+	if (kind == ARGP_ZEROS) {
+		memset(p, 0, len);
+		return;
+	}
+	if ((kind != ARGP_ARENA && kind != ARGP_STRADDLE) || p + len <= lo || p >= hi)
 		return;
 	if (p < lo) {
 		len -= lo - p;
@@ -987,12 +999,12 @@ static void op_register(struct thread *t)
 	snprintf(t->desc, sizeof(t->desc),
 		 "REGISTER size %u at %p (%s), ctl %#llx (%s), flags %#x slice %llu upcall %#llx-%#llx nr_ranges %u",
 		 usize, argp, akind == ARGP_ARENA ? "arena" : akind == ARGP_STRADDLE ? "straddle" :
-		 akind == ARGP_RO ? "read-only" : "bad", (unsigned long long)a.ctl, kind_name[kind],
+		 akind == ARGP_RO ? "read-only" : akind == ARGP_ZEROS ? "zeros" : "bad",
+		 (unsigned long long)a.ctl, kind_name[kind],
 		 a.flags, (unsigned long long)a.slice_ns, (unsigned long long)a.upcall,
 		 (unsigned long long)a.upcall_end, a.nr_ranges);
 	r = checked_ioctl(t, fd, IOC_REGISTER, FIBER_PREEMPT_IOC_REGISTER, argp, expect);
-	if (akind == ARGP_ARENA || akind == ARGP_STRADDLE)
-		arena_clean(t, argp, len);
+	arena_clean(t, akind, argp, len);
 	if (r != RES_OK)
 		return;
 	t->state = HELD;
@@ -1047,8 +1059,7 @@ static void op_version(struct thread *t)
 			     (unsigned long long)v.default_slice_ns,
 			     (unsigned long long)v.min_slice_ns, (unsigned long long)v.max_slice_ns);
 	}
-	if (akind == ARGP_ARENA || akind == ARGP_STRADDLE)
-		arena_clean(t, argp, sizeof(v));
+	arena_clean(t, akind, argp, sizeof(v));
 }
 
 static void op_unregister(struct thread *t)
@@ -1848,7 +1859,10 @@ static int thread_buffers(struct thread *t)
 	t->ro_args = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	t->edge = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	t->heap = aligned_alloc(FIBER_PREEMPT_CTL_ALIGN, sizeof(*t->heap));
-	if (t->arena == MAP_FAILED || t->ro_args == MAP_FAILED ||
+	t->zeros = mmap(NULL, ZEROS_LEN, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+			-1, 0);
+	if (t->zeros == MAP_FAILED || mprotect(t->zeros, PAGE, PROT_READ | PROT_WRITE) ||
+	    t->arena == MAP_FAILED || t->ro_args == MAP_FAILED ||
 	    t->edge == MAP_FAILED || !t->heap)
 		return -1;
 	mprotect(t->arena + ARENA_LEN, PAGE, PROT_NONE);
