@@ -352,6 +352,7 @@ static struct shared *sh;
 static struct fiber_preempt_version ver;
 static uint64_t task_size;
 static bool have_bin_true;
+static cpu_set_t all_cpus;
 
 static uint64_t now_ns(void)
 {
@@ -1183,6 +1184,41 @@ static bool counters_add_up(struct thread *t, const struct fiber_preempt_ctl *c,
 static void do_op(struct thread *t, bool in_session);
 static int thread_buffers(struct thread *t);
 
+/* To another CPU (or back to all of them): the timer follows the thread. */
+static void session_move(struct thread *t, const char *what)
+{
+	int k = below(t, CPU_COUNT(&all_cpus)), i;
+	cpu_set_t one;
+
+	snprintf(t->desc, sizeof(t->desc), "%s: move", what);
+	CPU_ZERO(&one);
+	for (i = 0; i < CPU_SETSIZE; i++) {
+		if (CPU_ISSET(i, &all_cpus) && k-- == 0) {
+			CPU_SET(i, &one);
+			break;
+		}
+	}
+	sched_setaffinity(0, sizeof(one), one_in(t, 4) ? &all_cpus : &one);
+	count_op(t, NULL);
+}
+
+/*
+ * A spin with every signal blocked: the mask is not the one the thread
+ * registered with, so each firing defers (deferred_signal) until it is
+ * restored.
+ */
+static void session_masked_spin(struct thread *t, const char *what)
+{
+	sigset_t all, old;
+
+	snprintf(t->desc, sizeof(t->desc), "%s: spin with signals blocked", what);
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	spin_checked(t, 2000 + below(t, 30000));
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	count_op(t, &sh->spins);
+}
+
 /*
  * A session: a valid registration with the real trampoline and a slice
  * the timer really runs out, spins checked for their registers, random
@@ -1233,11 +1269,19 @@ static void op_session(struct thread *t)
 	t->state = SESSION;
 	atomic_fetch_add(&sh->sessions, 1);
 	for (n = 1 + below(t, 8); n > 0 && !atomic_load(&sh->stop); n--) {
-		if (below(t, 3)) {
+		switch (below(t, 8)) {
+		case 0:
+			session_move(t, what);
+			break;
+		case 1:
+			session_masked_spin(t, what);
+			break;
+		case 2: case 3: case 4: case 5:
 			snprintf(t->desc, sizeof(t->desc), "%s: spin", what);
 			spin_checked(t, 2000 + below(t, 60000));
 			count_op(t, &sh->spins);
-		} else {
+			break;
+		default:
 			do_op(t, true);
 		}
 	}
@@ -1248,6 +1292,7 @@ static void op_session(struct thread *t)
 		checked_ioctl(t, t->fd, IOC_UNREGISTER, FIBER_PREEMPT_IOC_UNREGISTER, NULL, M(RES_OK));
 	}
 	t->state = UNREGISTERED;
+	sched_setaffinity(0, sizeof(all_cpus), &all_cpus);
 	snprintf(t->desc, sizeof(t->desc), "%s: UNREGISTER again", what);
 	checked_ioctl(t, pick_fd(t), IOC_UNREGISTER, FIBER_PREEMPT_IOC_UNREGISTER, NULL, M(RES_ENOENT));
 	if (counters_add_up(t, ctl, fuzz_tls.upcalls, what)) {
@@ -2149,6 +2194,7 @@ TEST_F_TIMEOUT(fuzz, run, 300)
 	ASSERT_EQ(0, fp_ioctl(self->fd, FIBER_PREEMPT_IOC_VERSION, &ver));
 	task_size = probe_task_size(self->fd);
 	have_bin_true = !access("/bin/true", X_OK);
+	sched_getaffinity(0, sizeof(all_cpus), &all_cpus);
 	TH_LOG("seed %llu, at most %llu operations or %llu s, %d+%d processes of %d threads; TASK_SIZE %#llx",
 	       (unsigned long long)opt.seed, (unsigned long long)opt.max_ops,
 	       (unsigned long long)opt.seconds, nprocs, root, opt.threads,
