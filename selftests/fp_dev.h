@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -51,6 +52,40 @@ static inline void fp_fill_register(struct fiber_preempt_register *reg,
 static inline int fp_ioctl(int fd, unsigned long cmd, void *arg)
 {
 	return ioctl(fd, cmd, arg) ? -errno : 0;
+}
+
+/*
+ * Every registration and every open file holds one module reference, so
+ * the module's refcount is the count of both: a registration leaked by an
+ * exit path shows up here.
+ */
+static inline int fp_module_refcnt(void)
+{
+	FILE *f = fopen("/sys/module/fiber_preempt/refcnt", "r");
+	int n = -1;
+
+	if (!f)
+		return -1;
+	if (fscanf(f, "%d", &n) != 1)
+		n = -1;
+	fclose(f);
+	return n;
+}
+
+/*
+ * The refcount once it is want, or what it is after a second:
+ * pthread_join() returns once the kernel clears the thread's tid, in
+ * exit_mm(), a little before the exit tracepoint ends the registration.
+ */
+static inline int fp_settled_refcnt(int want)
+{
+	int i, n = fp_module_refcnt();
+
+	for (i = 0; i < 1000 && n != want; i++) {
+		usleep(1000);
+		n = fp_module_refcnt();
+	}
+	return n;
 }
 
 #define FP_REQUIRE_DEVICE(fd) do {					\

@@ -9,39 +9,6 @@
 #include <stdlib.h>
 #include <sys/wait.h>
 
-/*
- * Every registration and every open file holds one module reference, so
- * the module's refcount is the count of both: a registration leaked by an
- * exit path shows up here.
- */
-static int module_refcnt(void)
-{
-	FILE *f = fopen("/sys/module/fiber_preempt/refcnt", "r");
-	int n = -1;
-
-	if (!f)
-		return -1;
-	if (fscanf(f, "%d", &n) != 1)
-		n = -1;
-	fclose(f);
-	return n;
-}
-
-/*
- * pthread_join() returns once the kernel clears the thread's tid, in
- * exit_mm(), a little before the exit tracepoint ends the registration.
- */
-static int settled_refcnt(int want)
-{
-	int i, n = module_refcnt();
-
-	for (i = 0; i < 1000 && n != want; i++) {
-		usleep(1000);
-		n = module_refcnt();
-	}
-	return n;
-}
-
 static int register_self(int fd, struct fp_test_ctl *tctl, __u64 slice_ns)
 {
 	struct fiber_preempt_register args;
@@ -86,7 +53,7 @@ FIXTURE_SETUP(life)
 {
 	self->fd = fp_open();
 	FP_REQUIRE_DEVICE(self->fd);
-	self->base = module_refcnt();
+	self->base = fp_module_refcnt();
 	ASSERT_LT(0, self->base);
 }
 
@@ -107,7 +74,7 @@ TEST_F(life, thread_exit)
 		ASSERT_EQ(0, pthread_join(t, &ret));
 		ASSERT_EQ(0, (long)ret);
 	}
-	ASSERT_EQ(self->base, settled_refcnt(self->base));
+	ASSERT_EQ(self->base, fp_settled_refcnt(self->base));
 }
 
 TEST_F(life, registration_is_counted)
@@ -116,9 +83,9 @@ TEST_F(life, registration_is_counted)
 
 	ASSERT_NE(NULL, tctl);
 	ASSERT_EQ(0, register_self(self->fd, tctl, FIBER_PREEMPT_MIN_SLICE_NS));
-	ASSERT_EQ(self->base + 1, module_refcnt());
+	ASSERT_EQ(self->base + 1, fp_module_refcnt());
 	ASSERT_EQ(0, fp_ioctl(self->fd, FIBER_PREEMPT_IOC_UNREGISTER, NULL));
-	ASSERT_EQ(self->base, module_refcnt());
+	ASSERT_EQ(self->base, fp_module_refcnt());
 	free(tctl);
 }
 
@@ -137,14 +104,14 @@ TEST_F(life, kill_spinning_process)
 		spin_registered(&self->fd);
 	}
 	/* Wait until all four are registered and spinning with live timers. */
-	for (i = 0; i < 2000 && module_refcnt() < self->base + 5; i++)
+	for (i = 0; i < 2000 && fp_module_refcnt() < self->base + 5; i++)
 		usleep(1000);
-	EXPECT_LE(self->base + 5, module_refcnt());
+	EXPECT_LE(self->base + 5, fp_module_refcnt());
 	ASSERT_EQ(0, kill(pid, SIGKILL));
 	ASSERT_EQ(pid, waitpid(pid, &status, 0));
 	ASSERT_TRUE(WIFSIGNALED(status));
 	ASSERT_EQ(SIGKILL, WTERMSIG(status));
-	ASSERT_EQ(self->base, module_refcnt());
+	ASSERT_EQ(self->base, fp_module_refcnt());
 }
 
 TEST_F(life, exec_while_registered)
@@ -170,7 +137,7 @@ TEST_F(life, exec_while_registered)
 	ASSERT_EQ(pid, waitpid(pid, &status, 0));
 	ASSERT_TRUE(WIFEXITED(status));
 	ASSERT_EQ(0, WEXITSTATUS(status));
-	ASSERT_EQ(self->base, module_refcnt());
+	ASSERT_EQ(self->base, fp_module_refcnt());
 }
 
 TEST_HARNESS_MAIN
