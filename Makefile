@@ -501,12 +501,23 @@ soak-vm: all $(O)/selftests/regs_soak
 		$(RESULTS)/soak-$(ARCH)$(KSUFFIX)/regs_soak.out
 	@grep -E '^(not )?ok ' $(RESULTS)/soak-$(ARCH)$(KSUFFIX)/regs_soak.out | sed 's/^/soak: arch=$(ARCH) result: /'
 
+# The booted kernel's modules tree (beside its boot/ in an unpacked
+# package, /lib/modules for the host's own): the guest loads the drivers
+# of its ext4 disk from there.
+VM_KMODS   ?= $(firstword $(wildcard $(addprefix $(patsubst %/boot/vmlinuz-$(KVER),%,$(VMLINUZ)),\
+	      /lib/modules/$(KVER) /usr/lib/modules/$(KVER))))
+# A fresh ext4 file system for each run, on a virtio disk: tests that need
+# a real block device's file system, not tmpfs, find it at /mnt/ext4.
+VM_DISK    := $(O)/vm-ext4$(KSUFFIX).img
+
 vm-check: all
+	rm -f $(VM_DISK) && truncate -s 32M $(VM_DISK) && mkfs.ext4 -q -F -b 4096 $(VM_DISK)
 	$(VM_ENV) VM_OUT=$(RESULTS)/vm-$(ARCH)$(KSUFFIX) VM_KERNEL=$(VMLINUZ) VM_MODULE=$(MODULE) \
 	VM_FILES="$(SELFTEST_BINS) $(TEST_LIBSPIN) $(O)/examples/httpd $(LIBFIBER_SO).1" \
+	VM_DISK=$(VM_DISK) VM_KMODS=$(VM_KMODS) \
 	VM_RUN="$(VM_RUN_TESTS)" \
 	VM_AFTER="$(SELFTESTS_AFTER)" scripts/vm-run.sh
-	@rm -rf $(RESULTS)/vm-$(ARCH)$(KSUFFIX)/root $(RESULTS)/vm-$(ARCH)$(KSUFFIX)/initramfs.gz
+	@rm -rf $(RESULTS)/vm-$(ARCH)$(KSUFFIX)/root $(RESULTS)/vm-$(ARCH)$(KSUFFIX)/initramfs.gz $(VM_DISK)
 
 # The seed example in the VM: preemption by the module, by a signal, then
 # none; then short requests to httpd beside long ones, preempted and not.

@@ -23,6 +23,12 @@
 #   VM_TEST_TIMEOUT  seconds before one guest program is killed (default 300)
 #   VM_ACCEL     tcg (default) or kvm
 #   VM_SMP, VM_MEM   guest CPUs (default 2) and memory (default 1024M)
+#   VM_DISK      a raw image of an ext4 filesystem, attached as a virtio disk
+#                and mounted at /mnt/ext4 before the module is loaded, so
+#                tests can use a file system on a real block device
+#   VM_KMODS     the booted kernel's modules tree (lib/modules/<kver>), from
+#                which the guest loads virtio_blk, ext4 and what they need
+#                for VM_DISK; without the modules the disk is left out
 #
 # Output of program P with arguments A B goes to $VM_OUT/P_A_B.out; checks of the VM itself
 # (boot, insmod, rmmod, kernel log, no hang) go to $VM_OUT/vm.tap as TAP.
@@ -68,6 +74,55 @@ if [ "$arch" = x86_64 ]; then
 fi
 [ -n "${VM_SYSROOT_LIBS:-}" ] && cp -aL $VM_SYSROOT_LIBS "$root/lib/"
 
+# Prints the files of modules $2... in the modules tree $1, each after the
+# modules it depends on; modules built into the kernel print nothing, and
+# so does a module named with a trailing '?' that the tree lacks.
+module_files() {
+	local dir=$1 m name f dep
+	shift
+	for m; do
+		name=${m%\?}
+		grep -q "/${name//[-_]/[-_]}\.ko" "$dir/modules.builtin" 2>/dev/null && continue
+		f=$(find "$dir/kernel" -name "${name//[-_]/[-_]}.ko*" 2>/dev/null | head -n 1)
+		if [ -z "$f" ]; then
+			[ "$name" != "$m" ] && continue
+			echo "vm-run.sh: no module $name in $dir" >&2
+			return 1
+		fi
+		for dep in $(modinfo -F depends "$f" | tr , ' '); do
+			module_files "$dir" "$dep" || return 1
+		done
+		echo "$f"
+	done
+}
+
+# The disk's modules, uncompressed (busybox insmod takes plain .ko files),
+# numbered in load order. crc32c: ext4 and jbd2 ask the crypto API for it
+# at mount, and the guest has no modprobe to load it then (7.x calls the
+# library directly and has no such module).
+disk=()
+if [ -n "${VM_DISK:-}" ]; then
+	if files=$(module_files "${VM_KMODS:-/nonexistent}" virtio_pci virtio_blk \
+		   'crc32c_generic?' ext4); then
+		mkdir -p "$root/kmods"
+		i=10
+		disk=(-drive "file=$VM_DISK,format=raw,if=virtio")
+		for f in $(awk '!seen[$0]++' <<<"$files"); do
+			dst=$root/kmods/$i-$(basename "${f%%.ko*}").ko
+			case $f in
+			*.ko.xz) xz -dc "$f" > "$dst" ;;
+			*.ko.zst) zstd -qdc "$f" > "$dst" ;;
+			*.ko.gz) gzip -dc "$f" > "$dst" ;;
+			*) cp "$f" "$dst" ;;
+			esac || { echo "vm-run.sh: VM_DISK left out: cannot unpack $f" >&2; disk=(); break; }
+			i=$((i + 1))
+		done
+		[ ${#disk[@]} = 0 ] && rm -rf "$root/kmods"
+	else
+		echo "vm-run.sh: VM_DISK left out: the modules it needs are not in VM_KMODS=${VM_KMODS:-}" >&2
+	fi
+fi
+
 cat > "$root/init" <<INIT
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -79,6 +134,19 @@ mount -t tmpfs tmp /tmp
 ip link set lo up
 cd /fp
 echo "@@FP kernel \$(uname -r) \$(uname -m)"
+if [ -d /kmods ]; then
+	for m in /kmods/*.ko; do
+		insmod \$m || echo "@@FP disk: insmod \$m failed"
+	done
+	# The disk's node appears once virtio_blk has probed it.
+	for i in 1 2 3 4 5 6 7 8 9 10; do
+		[ -b /dev/vda ] && break
+		sleep 1
+	done
+	mkdir -p /mnt/ext4
+	mount -t ext4 /dev/vda /mnt/ext4
+	echo "@@FP disk rc=\$?"
+fi
 insmod /fp/$(basename "$VM_MODULE")
 echo "@@FP insmod rc=\$?"
 run() {
@@ -133,6 +201,7 @@ boot() {
 	rc=0
 	timeout -s KILL "$timeout" "${qemu[@]}" -accel "$accel" -smp "$smp" -m "$mem" \
 		-nodefaults -display none -no-reboot \
+		"${disk[@]}" \
 		-serial "file:$out/console.log" \
 		-kernel "$VM_KERNEL" -initrd "$out/initramfs.gz" \
 		-append "console=$console $kargs panic=-1 quiet" \
@@ -191,6 +260,12 @@ else
 	tap "not ok" "guest booted to our init"
 fi
 grep -q '^@@FP insmod rc=0' <<<"$log" && tap ok "module loaded" || tap "not ok" "module loaded"
+if [ -n "${VM_DISK:-}" ] && [ ${#disk[@]} = 0 ]; then
+	tap ok "ext4 disk # SKIP its modules are not in VM_KMODS=${VM_KMODS:-}"
+elif [ -n "${VM_DISK:-}" ]; then
+	grep -q '^@@FP disk rc=0' <<<"$log" && tap ok "ext4 disk mounted at /mnt/ext4" ||
+		tap "not ok" "ext4 disk mounted at /mnt/ext4"
+fi
 grep -q '^@@FP rmmod rc=0' <<<"$log" && tap ok "module unloaded cleanly" || tap "not ok" "module unloaded cleanly"
 if grep -q '^@@FP done' <<<"$log"; then
 	tap ok "ran to the end and powered off"
