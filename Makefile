@@ -162,7 +162,7 @@ SELFTESTS_DEV := device register threads lifetime fuzz
 SELFTESTS_LIB := fibers fairness preempt_disable errno libc_safety libc_safety_static \
 		 safe_points own_malloc preempt_libs sigmask locks locks_static cxa_guard lifecycle slices \
 		 signal_handler rseq regs unwind unwind_insn io mutex stealing server backtrace dump stall \
-		 tracepoints limits \
+		 tracepoints limits faults \
 		 $(if $(filter aarch64,$(TARGET)),sve)
 SELFTESTS_AFTER := unloaded
 SELFTESTS_VM := $(SELFTESTS_DEV) $(SELFTESTS_LIB)
@@ -234,7 +234,14 @@ $(O)/selftests/regs_soak: selftests/regs.c selftests/regs_$(LIB_ARCH).S selftest
 	@mkdir -p $(dir $@)
 	$(CC) $(KSFT_CFLAGS) -DREGS_SOAK=$(SOAK_PREEMPTIONS)ULL -o $@ $< $(filter %.S,$^) $(LINK_FIBER)
 
-$(addprefix $(O)/selftests/,$(filter-out %_static unwind_insn cxa_guard,$(SELFTESTS_LIB))): $(O)/selftests/%: \
+# It single-steps a worker into the upcall trampoline, whose bounds
+# (hidden symbols) a program sees only with libfiber.a linked in.
+$(O)/selftests/faults: selftests/faults.c selftests/*.h $(LIB_HDRS) \
+		$(KSFT_INC)/kselftest_harness.h $(LIBFIBER_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(KSFT_CFLAGS) -o $@ $< $(LIBFIBER_A) $(LDFLAGS) -l:liburing.a -pthread -ldl
+
+$(addprefix $(O)/selftests/,$(filter-out %_static unwind_insn cxa_guard faults,$(SELFTESTS_LIB))): $(O)/selftests/%: \
 		selftests/%.c selftests/*.h $(LIB_HDRS) $(KSFT_INC)/kselftest_harness.h $(LIBFIBER_SO)
 	@mkdir -p $(dir $@)
 	$(CC) $(KSFT_CFLAGS) -o $@ $< $(filter %.S,$^) $(LINK_FIBER) $(KSFT_LDLIBS)
