@@ -158,7 +158,7 @@ LINK_FIBER := -L$(O)/lib -lfiber -Wl,-rpath,'$$ORIGIN/../lib' -pthread
 
 # Tests of the device alone, and of libfiber in every mode (these also run
 # natively, where the kmod variants skip).
-SELFTESTS_DEV := device register threads lifetime fuzz
+SELFTESTS_DEV := device register threads lifetime cpu_time fuzz
 SELFTESTS_LIB := fibers fairness preempt_disable errno libc_safety libc_safety_static \
 		 safe_points own_malloc preempt_libs sigmask locks locks_static cxa_guard lifecycle slices \
 		 signal_handler rseq regs unwind unwind_insn io mutex stealing server backtrace dump stall \

@@ -157,7 +157,7 @@ struct fp_reg {
 	u64 retry_ns;			/* delay of the next retry in this slice */
 	bool delivered;			/* the last firing sent the thread to the upcall */
 	bool vfork_child;		/* registered by a vfork child, in its parent's memory */
-	u64 on_cpu_since;		/* when used_ns was last brought up to date */
+	u64 on_cpu_since;		/* on the CPU since, and not yet in used_ns */
 	u32 flags;			/* FIBER_PREEMPT_REG_* */
 	u32 nr_ranges;
 	struct fiber_preempt_range ranges[FIBER_PREEMPT_MAX_RANGES];
@@ -222,7 +222,11 @@ static void fp_arm(struct fp_reg *reg)
 
 static void fp_sched_in(struct preempt_notifier *pn, int cpu)
 {
-	fp_arm(fp_reg_of(pn));
+	struct fp_reg *reg = fp_reg_of(pn);
+
+	/* Asleep or waiting for a CPU since sched_out: not the slice's time. */
+	reg->on_cpu_since = ktime_get_ns();
+	fp_arm(reg);
 }
 
 static void fp_sched_out(struct preempt_notifier *pn, struct task_struct *next)
