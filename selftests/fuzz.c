@@ -1977,35 +1977,6 @@ static int proc_main(int index, bool limited)
 
 /* ---- the test ------------------------------------------------------------ */
 
-/*
- * Every registration and every open file holds one module reference: a
- * registration that outlived its thread shows up here.
- */
-static int module_refcnt(void)
-{
-	FILE *f = fopen("/sys/module/fiber_preempt/refcnt", "r");
-	int n = -1;
-
-	if (!f)
-		return -1;
-	if (fscanf(f, "%d", &n) != 1)
-		n = -1;
-	fclose(f);
-	return n;
-}
-
-/* A registration ends at its thread's exit tracepoint, a little after the thread is reaped. */
-static int settled_refcnt(int want)
-{
-	int i, n = module_refcnt();
-
-	for (i = 0; i < 5000 && n != want; i++) {
-		usleep(1000);
-		n = module_refcnt();
-	}
-	return n;
-}
-
 /* The TASK_SIZE the module checks against: upcall_end beyond it is EINVAL, within it ERANGE (slice 1). */
 static uint64_t probe_task_size(int fd)
 {
@@ -2114,7 +2085,7 @@ FIXTURE_SETUP(fuzz)
 	self->fd = fp_open();
 	self->keeper_pid = 0;
 	FP_REQUIRE_DEVICE(self->fd);
-	self->base = module_refcnt();
+	self->base = fp_module_refcnt();
 	ASSERT_LT(0, self->base);
 	/* A few huge pages for the huge page kinds (as root), if none are reserved. */
 	hugepages_before = read_long("/proc/sys/vm/nr_hugepages");
@@ -2241,13 +2212,13 @@ TEST_F_TIMEOUT(fuzz, run, 300)
 	if (atomic_load(&sh->spins) >= 20)
 		EXPECT_LT(0, atomic_load(&sh->upcalls));
 	/* No registration outlived its thread, process or exec. */
-	ASSERT_EQ(self->base, settled_refcnt(self->base));
+	ASSERT_EQ(self->base, fp_settled_refcnt(self->base));
 	if (root)
 		EXPECT_EQ(CHARGE_PAGES, charges_left()) TH_LOG("a charge was not given back");
-	ASSERT_EQ(self->base, settled_refcnt(self->base));
+	ASSERT_EQ(self->base, fp_settled_refcnt(self->base));
 	close(self->fd);
 	self->fd = -1;
-	ASSERT_EQ(self->base - 1, settled_refcnt(self->base - 1));
+	ASSERT_EQ(self->base - 1, fp_settled_refcnt(self->base - 1));
 }
 
 /* Run by exec from a registered process: the registration must have ended. */
