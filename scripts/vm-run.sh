@@ -278,14 +278,22 @@ if grep -q '^@@FP done' <<<"$log"; then
 else
 	tap "not ok" "ran to the end and powered off (hang, crash or timeout after ${timeout}s)"
 fi
-# A stack dump is "Call Trace:" on x86, "Call trace:" on arm64.
+# A stack dump is "Call Trace:" on x86, "Call trace:" on arm64. A debug
+# kernel's checkers (make check-debug) report through WARN() or BUG() too,
+# but each also has a line of its own, matched by name in case a report's
+# header is lost from the log: DEBUG_OBJECTS (ODEBUG:), lockdep's own
+# assertions, DEBUG_LIST, HARDENED_USERCOPY, FORTIFY_SOURCE,
+# DEBUG_ATOMIC_SLEEP, PROVE_RCU.
 bad='WARNING:|BUG:|Oops|general protection|Kernel panic|lockdep|possible (recursive|circular) locking|INFO: task .* blocked|rcu.*stall|Call [Tt]race:|UBSAN|KASAN|refcount_t:'
-# The kernel log without the stack traces of the OOM-killer reports that a
-# test announced: only their "Call Trace:" lines go, and only inside such
-# a report, so anything else still counts, a warning printed in the
-# middle of one included (by its "WARNING:" line). The frames that follow
-# match nothing.
-tr -d '\r' < "$out/console.log" | awk '
+bad+='|ODEBUG:|DEBUG_LOCKS_WARN_ON|list_(add|del) corruption|usercopy: Kernel memory|detected buffer overflow'
+bad+='|kernel BUG at|scheduling while atomic|sleeping function called from invalid context|suspicious RCU usage'
+# The kernel log without the lines that match but report nothing (a
+# lockdep kernel's boot banner), nor the stack traces of the OOM-killer
+# reports that a test announced: only their "Call Trace:" lines go, and
+# only inside such a report, so anything else still counts, a warning
+# printed in the middle of one included (by its "WARNING:" line). The
+# frames that follow match nothing.
+tr -d '\r' < "$out/console.log" | grep -v 'RCU lockdep checking is enabled' | awk '
 	/fiber_preempt selftest: OOM kill expected/ { expected = 1 }
 	/fiber_preempt selftest: OOM kill over/     { expected = 0; report = 0 }
 	expected && /invoked oom-killer: /          { report = 1 }
