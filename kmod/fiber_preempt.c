@@ -286,7 +286,7 @@ static bool fp_rseq_resume_pc(u64 *pc)
 		*pc = cs.abort_ip;
 	}
 	cs_ptr = 0;
-	return !copy_to_user_nofault(&rseq->rseq_cs, &cs_ptr, sizeof(cs_ptr));
+	return !fp_copy_to_user_nofault(&rseq->rseq_cs, &cs_ptr, sizeof(cs_ptr));
 }
 
 /*

@@ -2,7 +2,8 @@
 /*
  * What differs between the kernels the module builds for (Debian's 6.1,
  * 6.12 and 7.x), in one place: each entry names the kernel change, and
- * Kbuild probes the headers for it (kmod/Kbuild).
+ * Kbuild probes the headers for it (kmod/Kbuild) where the code must
+ * differ.
  */
 #ifndef _FIBER_PREEMPT_FP_COMPAT_H
 #define _FIBER_PREEMPT_FP_COMPAT_H
@@ -10,6 +11,7 @@
 #include <linux/fs.h>
 #include <linux/hrtimer.h>
 #include <linux/sched.h>
+#include <linux/uaccess.h>
 
 /*
  * 6.12, "finally take no_llseek out": a file without ->llseek cannot
@@ -62,6 +64,25 @@ static inline u32 fp_rseq_sig(struct task_struct *t)
 #else
 	return t->rseq_sig;
 #endif
+}
+
+/*
+ * Up to 6.3, x86-64's access_ok() warned when called in interrupt context
+ * with page faults enabled (CONFIG_DEBUG_ATOMIC_SLEEP), and
+ * copy_to_user_nofault() calls it before disabling them itself: the timer
+ * callback's write to the rseq area hit that WARN on 6.1 (6.4, "x86-64:
+ * make access_ok() independent of LAM", dropped the check). With faults
+ * already disabled the check holds, on every kernel: no probe is needed.
+ */
+static inline long fp_copy_to_user_nofault(void __user *dst, const void *src,
+					   size_t size)
+{
+	long ret;
+
+	pagefault_disable();
+	ret = copy_to_user_nofault(dst, src, size);
+	pagefault_enable();
+	return ret;
 }
 
 #endif /* _FIBER_PREEMPT_FP_COMPAT_H */
