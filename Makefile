@@ -4,6 +4,9 @@
 # make check      every test: natively on this machine and in a QEMU VM with the module
 # make check-kernels  only the kernel matrix (KERNELS): the module built and the
 #                 VM suite run for each of those kernels
+# make check-debug  the VM suite on a debug kernel of our own (KASAN,
+#                 lockdep, DEBUG_ATOMIC_SLEEP, DEBUG_OBJECTS, ...): a kernel
+#                 report from any test fails it; not part of make check
 # make demo       the fairness demo in the VM: preemption on, then off
 # make bench      the benchmarks, each figure printed with its method; charts
 #                 of the VM's figures in build/bench/*.svg
@@ -91,7 +94,7 @@ MODULE     := $(KBUILD_OUT)/kmod/fiber_preempt.ko
 KBUILD_RUN := $(if $(CHROOT),scripts/debian-chroot.sh $(CHROOT) $(abspath build)/chroot/$(CHROOT) \
 	      --bind $(KBUILD_OUT) --bind $(abspath $(KDIR)/../../..) --)
 
-.PHONY: all module lib selftests examples benches check check-kernels kernel-lanes vm-check \
+.PHONY: all module lib selftests examples benches check check-kernels check-debug kernel-lanes vm-check \
 	host-check demo bench deps checkpatch checkpatch-check man-check consumer-check \
 	dkms-check ksft-tree ksft-check dkms-install dkms-uninstall clean install soak soak-vm FORCE
 
@@ -426,6 +429,34 @@ check-kernels:
 	@scripts/deps.sh --if-missing
 	@rm -rf $(RESULTS)
 	@$(MAKE) --no-print-directory RESULTS=$(RESULTS) kernel-lanes
+	@scripts/tap-summary.sh $(RESULTS)/*/*.out $(RESULTS)/*/*.tap
+
+# The debug lane: the x86_64 VM suite on linux-source-6.1 built with
+# scripts/debug-kernel.config (KASAN, lockdep, DEBUG_ATOMIC_SLEEP,
+# DEBUG_OBJECTS, ...; scripts/debug-kernel.sh, reused from
+# build/debug-kernel/ while its inputs are unchanged). The lane's TAP
+# says the kernel and the module built and the VM ran; vm-run.sh fails
+# the run on any report in the guest's log. The checks make the guest
+# several times slower under TCG, hence the longer timeouts, and KASAN's
+# shadow takes an eighth of its memory, hence the larger guest.
+DEBUG_KERNEL := $(abspath build)/debug-kernel
+DEBUG_KDIR   := $(DEBUG_KERNEL)/linux-source-6.1
+DEBUG_VM_ENV := VM_TIMEOUT=$(or $(VM_TIMEOUT),3600) VM_TEST_TIMEOUT=$(or $(VM_TEST_TIMEOUT),900) \
+		VM_LOAD_TIMEOUT=$(or $(VM_LOAD_TIMEOUT),600) VM_MEM=$(or $(VM_MEM),2048M)
+check-debug:
+	@scripts/deps.sh --if-missing
+	@rm -rf $(RESULTS)
+	@mkdir -p $(RESULTS)/lane-x86_64-debug
+	@built=ok; module=ok; ran=ok; \
+	scripts/debug-kernel.sh $(DEBUG_KERNEL) || built="not ok"; \
+	kargs="ARCH=x86_64 KERNEL=debug KVER=$$(cat $(DEBUG_KDIR)/include/config/kernel.release 2>/dev/null) \
+		KDIR=$(DEBUG_KDIR) VMLINUZ=$(DEBUG_KDIR)/arch/x86/boot/bzImage RESULTS=$(RESULTS)"; \
+	[ "$$built" = ok ] && { $(MAKE) --no-print-directory $$kargs module || module="not ok"; }; \
+	[ "$$built" = ok ] && [ "$$module" = ok ] && \
+		$(DEBUG_VM_ENV) $(MAKE) --no-print-directory -k $$kargs vm-check; \
+	[ -f $(RESULTS)/vm-x86_64-debug/vm.tap ] || ran="not ok"; \
+	printf '%s 1 debug kernel: built\n%s 2 debug kernel: module built\n%s 3 debug kernel: the VM ran\n' \
+		"$$built" "$$module" "$$ran" > $(RESULTS)/lane-x86_64-debug/lane.tap; true
 	@scripts/tap-summary.sh $(RESULTS)/*/*.out $(RESULTS)/*/*.tap
 
 # Each program's TAP goes to NAME.out and its exit status to NAME.rc.

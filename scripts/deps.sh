@@ -8,6 +8,8 @@
 # dkms: make dkms-install, and make check builds the module with it.
 # gnuplot-nox: make bench's charts. rsync: the kernel's kselftest install.
 # e2fsprogs: mkfs.ext4, for the VM's ext4 disk (make vm-check).
+# flex, bison, bc, libelf-dev: make check-debug builds linux-source-6.1
+# (libelf for objtool, which the ORC unwinder needs).
 set -eu
 
 pkgs="gcc make libc6-dev liburing-dev pkg-config
@@ -15,7 +17,7 @@ pkgs="gcc make libc6-dev liburing-dev pkg-config
       linux-source-6.1 linux-headers-amd64 linux-image-amd64
       gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-system-arm qemu-user-static
       g++ g++-aarch64-linux-gnu wrk curl gdb dwarves debootstrap groff-base dkms
-      gnuplot-nox rsync e2fsprogs"
+      gnuplot-nox rsync e2fsprogs flex bison bc libelf-dev"
 
 missing() {
 	# The arm64 kernel and busybox are fetched as arm64 packages.
