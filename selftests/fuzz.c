@@ -399,7 +399,7 @@ struct proc {
 	int index;
 	bool limited;		/* another user, RLIMIT_MEMLOCK of a few pages */
 	int fd;
-	int file_fd;		/* a file in /tmp, unlinked: a page of blocks */
+	int file_fd;		/* a file, unlinked: a page of blocks */
 	char *region[NR_KINDS];	/* a page of blocks per kind that has one */
 	char *racy;		/* remapped by the chaos thread */
 	atomic_int racy_lost;	/* someone else mapped the racy page: not used */
@@ -1832,6 +1832,16 @@ static char *map_kind(struct proc *p, enum ctl_kind kind)
 	return m;
 }
 
+/*
+ * The file-backed kinds use a file in /tmp (tmpfs in the VM) or, in every
+ * other process, on the VM's ext4 disk where there is one: page cache
+ * with writeback behind it.
+ */
+static const char *file_dir(struct proc *p)
+{
+	return p->index % 2 && !access("/mnt/ext4", W_OK) ? "/mnt/ext4" : "/tmp";
+}
+
 /* Two pages of a private file mapping, the second beyond the end of its file. */
 static char *map_beyond_eof(struct proc *p)
 {
@@ -1839,7 +1849,7 @@ static char *map_beyond_eof(struct proc *p)
 	char *m;
 	int fd;
 
-	snprintf(path, sizeof(path), "/tmp/fp-fuzz-eof-%d", getpid());
+	snprintf(path, sizeof(path), "%s/fp-fuzz-eof-%d", file_dir(p), getpid());
 	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return NULL;
@@ -1862,7 +1872,7 @@ static int proc_setup(struct proc *p)
 	p->fd = fp_open();
 	if (p->fd < 0)
 		return -1;
-	snprintf(path, sizeof(path), "/tmp/fp-fuzz-%d", getpid());
+	snprintf(path, sizeof(path), "%s/fp-fuzz-%d", file_dir(p), getpid());
 	p->file_fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (p->file_fd < 0)
 		return -1;
