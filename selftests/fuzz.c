@@ -653,7 +653,7 @@ static uint64_t kernel_address(struct thread *t)
 		0xffffffffffffff80ULL, 0x8000000000000000ULL,
 	};
 
-	return addrs[below(t, sizeof(addrs) / sizeof(addrs[0]))];
+	return addrs[below(t, ARRAY_SIZE(addrs))];
 }
 
 /* A slot of a kind's page: the thread's own for sessions, else a shared one. */
@@ -956,15 +956,22 @@ static void op_register(struct thread *t)
 	int fd = pick_fd(t), r;
 
 	gen_fields(t, &a, gen_ctl(t, &kind, &stack));
-	switch (below(t, 12)) {
-	case 0: usize = 0; break;
-	case 1: usize = 4; break;
-	case 2: usize = REG_SIZE - 1; break;
-	case 3: usize = REG_SIZE + 8; break;
-	case 4: usize = REG_SIZE + 1 + below(t, 64); break;
-	case 5: usize = one_in(t, 2) ? UINT32_MAX : UINT32_MAX >> below(t, 20); break;
-	case 6: usize = rnd(t); break;
-	default: usize = REG_SIZE;
+	static const uint32_t sizes[] = {
+		0, 4, REG_SIZE - 1, REG_SIZE + 8, PAGE, PAGE + 1, UINT32_MAX,
+	};
+
+	switch (below(t, 10)) {
+	case 0:
+		usize = sizes[below(t, ARRAY_SIZE(sizes))];
+		break;
+	case 1:
+		usize = REG_SIZE + 1 + below(t, 64);
+		break;
+	case 2:
+		usize = one_in(t, 2) ? rnd(t) : UINT32_MAX >> below(t, 24);
+		break;
+	default:
+		usize = REG_SIZE;
 	}
 	a.size = usize;
 	len = REG_SIZE + 96;
@@ -1096,10 +1103,10 @@ static void op_unknown(struct thread *t)
 				   below(t, 256), one_in(t, 2) ? below(t, 256) : below(t, 1 << 14));
 		}
 		type = _IOC_TYPE(cmd);
-		for (i = 0; i < sizeof(vfs_types) / sizeof(vfs_types[0]); i++)
+		for (i = 0; i < ARRAY_SIZE(vfs_types); i++)
 			if (type == vfs_types[i])
 				break;
-	} while (i < sizeof(vfs_types) / sizeof(vfs_types[0]) ||
+	} while (i < ARRAY_SIZE(vfs_types) ||
 		 cmd == FIBER_PREEMPT_IOC_VERSION || cmd == FIBER_PREEMPT_IOC_REGISTER ||
 		 cmd == FIBER_PREEMPT_IOC_UNREGISTER);
 	snprintf(t->desc, sizeof(t->desc), "ioctl %#x", cmd);
@@ -1239,7 +1246,7 @@ static void op_session(struct thread *t)
 	char what[64];
 
 	end_registration(t);
-	kind = kinds[below(t, sizeof(kinds) / sizeof(kinds[0]))];
+	kind = kinds[below(t, ARRAY_SIZE(kinds))];
 	if (kind == NR_KINDS)
 		ctl = t->heap;
 	else if (kind == K_STACK)
@@ -1360,7 +1367,7 @@ static void check_child(struct thread *t, pid_t pid, const char *what, bool may_
 		atomic_fetch_add(&sh->killed, 1);
 		return;
 	}
-	if (WIFEXITED(status) && WEXITSTATUS(status) < sizeof(child_status) / sizeof(child_status[0]))
+	if (WIFEXITED(status) && WEXITSTATUS(status) < ARRAY_SIZE(child_status))
 		fail(t, "%s: %s", what, child_status[WEXITSTATUS(status)]);
 	else
 		fail(t, "%s: status %#x", what, status);
@@ -1943,7 +1950,7 @@ static int thread_setup(struct thread *t, struct proc *p, int index)
 	return t->fd < 0 ? -1 : thread_buffers(t);
 }
 
-/* Becomes uid with RLIMIT_MEMLOCK of pages pages (no CAP_IPC_LOCK left). */
+/* Becomes uid, with an RLIMIT_MEMLOCK of that many pages and no CAP_IPC_LOCK. */
 static int become(uid_t uid, long pages)
 {
 	struct rlimit rl = { .rlim_cur = pages * PAGE, .rlim_max = pages * PAGE };
@@ -2263,11 +2270,14 @@ int main(int argc, char **argv)
 	if (argc > 1 && !strcmp(argv[1], "--exec-child"))
 		return exec_child();
 	opt.seed = now_ns() ^ ((uint64_t)getpid() << 32);
-	if ((env = getenv("FUZZ_SEED")))
+	env = getenv("FUZZ_SEED");
+	if (env)
 		opt.seed = number(env);
-	if ((env = getenv("FUZZ_OPS")))
+	env = getenv("FUZZ_OPS");
+	if (env)
 		opt.max_ops = number(env);
-	if ((env = getenv("FUZZ_SECONDS")))
+	env = getenv("FUZZ_SECONDS");
+	if (env)
 		opt.seconds = number(env);
 	for (i = 1; i + 1 < argc; i += 2) {
 		if (!strcmp(argv[i], "--seed"))
