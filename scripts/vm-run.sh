@@ -184,7 +184,11 @@ x86_64)
 	kargs=tsc=reliable
 	;;
 aarch64)
-	qemu=(qemu-system-aarch64 -machine virt -cpu max)
+	# Pointer authentication with QEMU's own cheap hash rather than the
+	# architected QARMA: the same instructions and faults, and the
+	# kernel's signed return addresses no longer dominate the emulation
+	# (a boot 15 s instead of 21, a preemption 12% cheaper).
+	qemu=(qemu-system-aarch64 -machine virt -cpu max,pauth-impdef=on)
 	console=ttyAMA0
 	kargs=
 	;;

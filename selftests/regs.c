@@ -246,6 +246,33 @@ static bool failed(const struct spinner *s, int nr)
 	return false;
 }
 
+#ifdef REGS_SOAK
+/*
+ * A line a minute, so that a soak stopped early still says how far it got
+ * and whether its rate held.
+ */
+static void report_progress(struct __test_metadata *_metadata, uint64_t start)
+{
+	static uint64_t last_ns, last_preempted;
+	uint64_t now = test_now_ns(), preempted;
+
+	if (!last_ns)
+		last_ns = start;
+	if (now - last_ns < 60 * 1000000000ULL)
+		return;
+	preempted = FIBER_STAT_SUM(preemptions);
+	TH_LOG("progress: %lu preemptions after %.0f s, %.0f/s over the last minute",
+	       preempted, (now - start) / 1e9,
+	       (preempted - last_preempted) / ((now - last_ns) / 1e9));
+	last_ns = now;
+	last_preempted = preempted;
+}
+#else
+static void report_progress(struct __test_metadata *_metadata, uint64_t start)
+{
+}
+#endif
+
 /* nr spinners on workers workers, until target preemptions or limit_ns. */
 struct spin_plan {
 	int level;
@@ -277,8 +304,10 @@ static void run_plan(struct __test_metadata *_metadata, enum fiber_preempt_mode 
 	start = test_now_ns();
 	deadline = start + p->limit_ns;
 	while (FIBER_STAT_SUM(preemptions) < p->target && test_now_ns() < deadline &&
-	       !failed(s, p->nr))
+	       !failed(s, p->nr)) {
 		fiber_sleep(10000000);
+		report_progress(_metadata, start);
+	}
 	preempted = FIBER_STAT_SUM(preemptions);
 	took = test_now_ns() - start;
 	fired = FIBER_STAT_SUM(fired);
@@ -304,16 +333,18 @@ static void run_plan(struct __test_metadata *_metadata, enum fiber_preempt_mode 
 #ifdef REGS_SOAK
 /*
  * make soak builds this file a second time, as regs_soak, with REGS_SOAK
- * set to the preemptions to see (10^7): its one test is then this soak of
- * the module, two spinners per worker on each CPU (up to two), 100 us slices. It ends
- * at the count, or after a day; a register that changed fails it at once.
+ * set to the preemptions to see (10^7) and REGS_SOAK_WORKERS to the
+ * workers: its one test is then this soak of the module, two spinners per
+ * worker, 100 us slices. It ends at the count, or after a day; a register
+ * that changed fails it at once.
  */
+_Static_assert(2 * REGS_SOAK_WORKERS <= MAX_FIBERS, "two spinners per soak worker");
+
 TEST_F_TIMEOUT(regs, soak, 24 * 3600)
 {
-	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	struct spin_plan p = {
 		.level = best_level(), .slice_ns = 100000,
-		.workers = cpus < MAX_FIBERS / 2 ? cpus : MAX_FIBERS / 2,
+		.workers = REGS_SOAK_WORKERS,
 		.target = REGS_SOAK, .limit_ns = 24 * 3600 * 1000000000ULL,
 	};
 
