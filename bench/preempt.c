@@ -133,20 +133,11 @@ static int cmp_result(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* The median of RUNS runs, by CPU time. */
-static bool median(enum fiber_preempt_mode mode, uint64_t slice_ns,
-		   unsigned long iterations, struct result *out)
+/* The median of RUNS runs, by CPU time (sorts them). */
+static struct result median(struct result r[RUNS])
 {
-	struct result r[RUNS];
-	int i;
-
-	memset(out, 0, sizeof(*out));
-	for (i = 0; i < RUNS; i++)
-		if (!run(mode, slice_ns, iterations, &r[i]))
-			return false;
 	qsort(r, RUNS, sizeof(r[0]), cmp_result);
-	*out = r[RUNS / 2];
-	return true;
+	return r[RUNS / 2];
 }
 
 /* Iterations per fiber that take about target_ns of CPU in all. */
@@ -216,10 +207,8 @@ static int cost(void)
 		for (c = 0; c < NR_COST_RUNS; c++)
 			if (have_kmod || c < COST_KMOD)
 				have_kmod &= cost_run(c, n, &r[c][i]) || c < COST_KMOD;
-	for (c = 0; c < NR_COST_RUNS; c++) {
-		qsort(r[c], RUNS, sizeof(r[c][0]), cmp_result);
-		m[c] = r[c][RUNS / 2];
-	}
+	for (c = 0; c < NR_COST_RUNS; c++)
+		m[c] = median(r[c]);
 	sig = per_event(&m[COST_SIGNAL], &m[COST_OFF], m[COST_SIGNAL].preemptions);
 	sig_irq = per_event(&m[COST_SIGNAL_IRQ], &m[COST_OFF], m[COST_SIGNAL_IRQ].fired);
 	printf("cost: off %.1f ms CPU; signal %.1f ms, %.0f preemptions (%.0f signals), "
@@ -256,69 +245,112 @@ static int cost(void)
 	return 0;
 }
 
+#define NR_SLICES 7
+
 static int slices(void)
 {
-	static const unsigned int slice_us[] = { 10, 20, 50, 100, 200, 500, 1000 };
+	static const unsigned int slice_us[NR_SLICES] = { 10, 20, 50, 100, 200, 500, 1000 };
 	unsigned long n = calibrate(300e6);
-	struct result off, r;
-	unsigned int i, best = 0;
+	struct result off[RUNS], r[NR_SLICES][RUNS], base;
+	unsigned int i, s, best = 0;
 
-	median(FIBER_PREEMPT_OFF, 0, n, &off);
-	for (i = 0; i < sizeof(slice_us) / sizeof(slice_us[0]); i++) {
-		double loss;
-
-		if (!median(FIBER_PREEMPT_KMOD, slice_us[i] * 1000ULL, n, &r)) {
-			printf("slices: kmod not available (module not loaded)\n");
-			return 0;
+	/*
+	 * Interleaved: each round runs the cooperative baseline and then every
+	 * slice, so that a slow phase of the machine hits all of them alike.
+	 */
+	for (i = 0; i < RUNS; i++) {
+		run(FIBER_PREEMPT_OFF, 0, n, &off[i]);
+		for (s = 0; s < NR_SLICES; s++) {
+			if (!run(FIBER_PREEMPT_KMOD, slice_us[s] * 1000ULL, n, &r[s][i])) {
+				printf("slices: kmod not available (module not loaded)\n");
+				return 0;
+			}
 		}
-		loss = 100.0 * (r.cpu_ns - off.cpu_ns) / r.cpu_ns;
+	}
+	base = median(off);
+	for (s = 0; s < NR_SLICES; s++) {
+		struct result m = median(r[s]);
+		double loss = 100.0 * (m.cpu_ns - base.cpu_ns) / m.cpu_ns;
+
 		printf("slice %4u us: %6.0f preemptions, throughput loss %5.1f%%\n",
-		       slice_us[i], r.preemptions, loss);
+		       slice_us[s], m.preemptions, loss);
 		if (!best && loss < 5.0)
-			best = slice_us[i];
+			best = slice_us[s];
 	}
 	if (best)
 		printf("smallest slice under 5%% loss: %u us (kmod; loss = extra worker CPU time "
-		       "of two CPU-bound fibers over a cooperative run, median of %d)\n", best, RUNS);
+		       "of two CPU-bound fibers over a cooperative run, medians of %d interleaved "
+		       "runs)\n", best, RUNS);
 	else
 		printf("smallest slice under 5%% loss: none up to 1000 us\n");
 	return 0;
 }
 
 #ifdef __aarch64__
+#define NR_VLS 3
+
+/* Sets the SVE vector length; false when the CPU does not offer it. */
+static bool set_vl(int vl)
+{
+	int ret = prctl(PR_SVE_SET_VL, vl);
+
+	return ret >= 0 && (ret & PR_SVE_VL_LEN_MASK) == vl;
+}
+
 static int sve(void)
 {
-	static const int vls[] = { 16, 64, 256 };
+	static const int vls[NR_VLS] = { 16, 64, 256 };
 	unsigned long n = calibrate(1000e6);
-	struct result off, kmod, off_sve, kmod_sve;
+	struct result off[RUNS], kmod[RUNS], off_sve[NR_VLS][RUNS], kmod_sve[NR_VLS][RUNS];
+	struct result base, plain;
 	double plain_cost, sve_cost;
-	unsigned int i;
-	int ret;
+	bool have_vl[NR_VLS];
+	unsigned int i, v;
+	int vl;
 
 	if (!(getauxval(AT_HWCAP) & HWCAP_SVE)) {
 		printf("sve: the CPU has no SVE\n");
 		return 0;
 	}
-	median(FIBER_PREEMPT_OFF, 0, n, &off);
-	if (!median(FIBER_PREEMPT_KMOD, 100000, n, &kmod)) {
-		printf("sve: kmod not available (module not loaded)\n");
-		return 0;
+	vl = prctl(PR_SVE_GET_VL) & PR_SVE_VL_LEN_MASK;
+	for (v = 0; v < NR_VLS; v++)
+		have_vl[v] = set_vl(vls[v]);
+	set_vl(vl);
+	/* Interleaved, as in cost(): each round runs every kind once. */
+	for (i = 0; i < RUNS; i++) {
+		run(FIBER_PREEMPT_OFF, 0, n, &off[i]);
+		if (!run(FIBER_PREEMPT_KMOD, 100000, n, &kmod[i])) {
+			printf("sve: kmod not available (module not loaded)\n");
+			return 0;
+		}
+		for (v = 0; v < NR_VLS; v++) {
+			if (!have_vl[v])
+				continue;
+			set_vl(vls[v]);
+			spin_sve = true;
+			run(FIBER_PREEMPT_OFF, 0, n, &off_sve[v][i]);
+			run(FIBER_PREEMPT_KMOD, 100000, n, &kmod_sve[v][i]);
+			spin_sve = false;
+			set_vl(vl);
+		}
 	}
-	plain_cost = (kmod.cpu_ns - off.cpu_ns) / kmod.preemptions;
-	for (i = 0; i < sizeof(vls) / sizeof(vls[0]); i++) {
-		ret = prctl(PR_SVE_SET_VL, vls[i]);
-		if (ret < 0 || (ret & PR_SVE_VL_LEN_MASK) != vls[i])
+	base = median(off);
+	plain = median(kmod);
+	plain_cost = per_event(&plain, &base, plain.preemptions);
+	for (v = 0; v < NR_VLS; v++) {
+		struct result b, k;
+
+		if (!have_vl[v])
 			continue;
-		spin_sve = true;
-		median(FIBER_PREEMPT_OFF, 0, n, &off_sve);
-		median(FIBER_PREEMPT_KMOD, 100000, n, &kmod_sve);
-		spin_sve = false;
-		sve_cost = (kmod_sve.cpu_ns - off_sve.cpu_ns) / kmod_sve.preemptions;
+		b = median(off_sve[v]);
+		k = median(kmod_sve[v]);
+		sve_cost = per_event(&k, &b, k.preemptions);
 		printf("sve: VL %3d bytes: kmod %.2f us per preemption with live SVE state, "
 		       "%.2f us without: ratio %.2f (%.0f and %.0f preemptions; extra thread CPU "
-		       "time over a cooperative run / preemptions, median of %d, slice 100 us)\n",
-		       vls[i], sve_cost / 1e3, plain_cost / 1e3, sve_cost / plain_cost,
-		       kmod_sve.preemptions, kmod.preemptions, RUNS);
+		       "time over a cooperative run / preemptions, median of %d interleaved runs, "
+		       "slice 100 us)\n",
+		       vls[v], sve_cost / 1e3, plain_cost / 1e3, sve_cost / plain_cost,
+		       k.preemptions, plain.preemptions, RUNS);
 	}
 	return 0;
 }
