@@ -443,12 +443,15 @@ check-kernels:
 # build/debug-kernel/ while its inputs are unchanged). The lane's TAP
 # says the kernel and the module built and the VM ran; vm-run.sh fails
 # the run on any report in the guest's log. The checks make the guest
-# several times slower under TCG, hence the longer timeouts, and KASAN's
+# several times slower under TCG, hence the longer timeouts and
+# FIBER_TEST_SLOWDOWN (tests that count events over wall-clock time run
+# that much longer, wall-clock bounds are that much wider), and KASAN's
 # shadow takes an eighth of its memory, hence the larger guest.
 DEBUG_KERNEL := $(abspath build)/debug-kernel
 DEBUG_KDIR   := $(DEBUG_KERNEL)/linux-source-6.1
 DEBUG_VM_ENV := VM_TIMEOUT=$(or $(VM_TIMEOUT),3600) VM_TEST_TIMEOUT=$(or $(VM_TEST_TIMEOUT),900) \
-		VM_LOAD_TIMEOUT=$(or $(VM_LOAD_TIMEOUT),600) VM_MEM=$(or $(VM_MEM),2048M)
+		VM_LOAD_TIMEOUT=$(or $(VM_LOAD_TIMEOUT),600) VM_MEM=$(or $(VM_MEM),2048M) \
+		VM_GUEST_ENV="FIBER_TEST_SLOWDOWN=$(or $(DEBUG_SLOWDOWN),4)"
 check-debug:
 	@scripts/deps.sh --if-missing
 	@rm -rf $(RESULTS)
@@ -456,7 +459,8 @@ check-debug:
 	@built=ok; module=ok; ran=ok; \
 	scripts/debug-kernel.sh $(DEBUG_KERNEL) || built="not ok"; \
 	kargs="ARCH=x86_64 KERNEL=debug KVER=$$(cat $(DEBUG_KDIR)/include/config/kernel.release 2>/dev/null) \
-		KDIR=$(DEBUG_KDIR) VMLINUZ=$(DEBUG_KDIR)/arch/x86/boot/bzImage RESULTS=$(RESULTS)"; \
+		KDIR=$(DEBUG_KDIR) VMLINUZ=$(DEBUG_KDIR)/arch/x86/boot/bzImage RESULTS=$(RESULTS) \
+		FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60)"; \
 	[ "$$built" = ok ] && { $(MAKE) --no-print-directory $$kargs module || module="not ok"; }; \
 	[ "$$built" = ok ] && [ "$$module" = ok ] && \
 		$(DEBUG_VM_ENV) $(MAKE) --no-print-directory -k $$kargs vm-check; \

@@ -15,6 +15,8 @@
 #   VM_RUN       programs run with the module loaded: names under /fp,
 #                arguments joined by commas (fairness,--mode,kmod)
 #   VM_AFTER     programs run after rmmod
+#   VM_GUEST_ENV variables the guest's programs get, NAME=value separated by
+#                spaces (FIBER_TEST_SLOWDOWN=4)
 #   VM_OUT       output directory: console.log, <program>.out, vm.tap
 #   VM_TIMEOUT   seconds before the whole VM is killed (default 900)
 #   VM_LOAD_TIMEOUT  seconds for the guest to report the module load before
@@ -132,7 +134,7 @@ fi
 cat > "$root/init" <<INIT
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
-export PATH=/bin LD_LIBRARY_PATH=/fp
+export PATH=/bin LD_LIBRARY_PATH=/fp ${VM_GUEST_ENV:-}
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev

@@ -53,7 +53,7 @@ static double spread_ratio(const struct spread *sp)
 }
 
 /*
- * Runs nr spinners under cfg for RUN_NS; returns min/max of their counts
+ * Runs nr spinners under cfg for RUN_NS (times the slowdown); returns min/max of their counts
  * (work done) and in *time_ratio min/max of their time on a worker.
  * *moved: whether any spinner ran on more than one worker.
  */
@@ -79,7 +79,7 @@ static double run(struct __test_metadata *_metadata, const struct fiber_config *
 		s[i].stop = &stop;
 		EXPECT_EQ(0, fiber_spawn(&f[i], spin_main, &s[i]));
 	}
-	fiber_sleep(RUN_NS);
+	fiber_sleep(RUN_NS * test_slowdown());
 	atomic_store(&stop, true);
 	for (i = 0; i < nr; i++) {
 		EXPECT_EQ(0, fiber_join(f[i], NULL));
@@ -193,7 +193,7 @@ TEST_F(fair, spinners_beside_yielders)
 		s[i].stop = &stop;
 		ASSERT_EQ(0, fiber_spawn(&fs[i], spin_main, &s[i]));
 	}
-	fiber_sleep(RUN_NS);
+	fiber_sleep(RUN_NS * test_slowdown());
 	atomic_store(&stop, true);
 	for (i = 0; i < 2; i++) {
 		ASSERT_EQ(0, fiber_stats(fs[i], &st));

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -40,6 +41,21 @@
 		SKIP(return, "no io_uring in this kernel or emulator: calls block"); \
 	}								\
 } while (0)
+
+/*
+ * How many times slower than a guest on a production kernel this run may
+ * be: FIBER_TEST_SLOWDOWN, which a lane sets when its kernel checks every
+ * memory access and lock (make check-debug). Tests that count events over
+ * a stretch of wall-clock time run that much longer, and wall-clock bounds
+ * are that much wider; what they assert stays the same.
+ */
+static inline unsigned int test_slowdown(void)
+{
+	const char *env = getenv("FIBER_TEST_SLOWDOWN");
+	long factor = env ? strtol(env, NULL, 10) : 1;
+
+	return factor >= 1 && factor <= 100 ? factor : 1;
+}
 
 static inline uint64_t test_now_ns(void)
 {

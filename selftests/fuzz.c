@@ -1373,6 +1373,20 @@ static void check_child(struct thread *t, pid_t pid, const char *what, bool may_
 		fail(t, "%s: status %#x", what, status);
 }
 
+/*
+ * fork() for an operation: -1 when it failed, a failure of the test unless
+ * for want of memory (a pinned huge page is copied at fork: none may be
+ * free) or of processes.
+ */
+static pid_t fork_op(struct thread *t)
+{
+	pid_t pid = fork();
+
+	if (pid < 0 && errno != ENOMEM && errno != EAGAIN)
+		fail(t, "fork: %s", strerror(errno));
+	return pid;
+}
+
 /* fork(): the child is not registered, whatever its parent is, and may register. */
 static void op_fork(struct thread *t)
 {
@@ -1380,13 +1394,9 @@ static void op_fork(struct thread *t)
 
 	snprintf(t->desc, sizeof(t->desc), "fork while %s",
 		 t->state == UNREGISTERED ? "unregistered" : "registered");
-	pid = fork();
-	if (pid < 0) {
-		/* A pinned huge page is copied at fork: none may be free. */
-		if (errno != ENOMEM && errno != EAGAIN)
-			fail(t, "fork: %s", strerror(errno));
+	pid = fork_op(t);
+	if (pid < 0)
 		return;
-	}
 	if (!pid) {
 		if (!ioctl(t->p->fd, FIBER_PREEMPT_IOC_UNREGISTER, NULL) || errno != ENOENT)
 			_exit(1);
@@ -1403,12 +1413,9 @@ static void op_exec(struct thread *t)
 	pid_t pid;
 
 	snprintf(t->desc, sizeof(t->desc), "exec %s while registered", self ? "self" : "true");
-	pid = fork();
-	if (pid < 0) {
-		if (errno != ENOMEM && errno != EAGAIN)
-			fail(t, "fork: %s", strerror(errno));
+	pid = fork_op(t);
+	if (pid < 0)
 		return;
-	}
 	if (!pid) {
 		struct fiber_preempt_register a;
 		struct fp_test_ctl c;
@@ -1583,12 +1590,9 @@ static void op_kill(struct thread *t)
 	pid_t pid;
 
 	snprintf(t->desc, sizeof(t->desc), "SIGKILL after %llu us", (unsigned long long)delay);
-	pid = fork();
-	if (pid < 0) {
-		if (errno != ENOMEM && errno != EAGAIN)
-			fail(t, "fork: %s", strerror(errno));
+	pid = fork_op(t);
+	if (pid < 0)
 		return;
-	}
 	if (!pid) {
 		struct thread v[2];
 		pthread_t tid;

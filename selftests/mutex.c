@@ -276,16 +276,17 @@ TEST(timedwait_races_signal)
 	struct fiber_config cfg = { .workers = 2, .mode = FIBER_PREEMPT_OFF };
 	static struct timed t[NR_TIMED];
 	fiber_t *f[NR_TIMED];
+	uint64_t ms = 1000000ULL * test_slowdown();
 	int i, woken = 0, timed_out = 0;
 
 	ASSERT_EQ(0, fiber_sched_start(&cfg));
 	for (i = 0; i < NR_TIMED; i++) {
-		t[i] = (struct timed){ .wait_ns = 1000000 + (i % 8) * 1000000 };
+		t[i] = (struct timed){ .wait_ns = ms + (i % 8) * ms };
 		ASSERT_EQ(0, fiber_spawn(&f[i], timed_waiter, &t[i]));
 	}
 	/* Signals spread over the waits: some before, some after deadlines. */
 	for (i = 0; i < 40; i++) {
-		struct timespec ts = { 0, 150000 };
+		struct timespec ts = { 0, ms * 3 / 20 };
 
 		fiber_mutex_lock(&tw_lock);
 		fiber_cond_signal(&tw_cond);

@@ -129,8 +129,8 @@ TEST_F_TIMEOUT(slices, runs_near_the_slice_beside_io, 120)
 	}
 	ASSERT_EQ(0, fiber_sched_stop());
 	ASSERT_TRUE(enough_runs(_metadata, &sl, &median, &p90));
-	ASSERT_GE(SLICE_NS * 4, median);
-	ASSERT_GE(SLICE_NS * 5, p90);
+	ASSERT_GE(SLICE_NS * 4 * test_slowdown(), median);
+	ASSERT_GE(SLICE_NS * 5 * test_slowdown(), p90);
 }
 
 TEST_HARNESS_MAIN
