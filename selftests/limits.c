@@ -4,18 +4,22 @@
  * RLIMIT_MEMLOCK (not to root's, who has CAP_IPC_LOCK), so one user cannot
  * take every registration the module allows. Each test runs its users in
  * children that drop root, with a uid of their own, so no charge of
- * another test (or of a leak) counts against them.
+ * another test (or of a leak) counts against them. One test loads the
+ * module again with a module-wide limit of three registrations.
  */
 #include "kselftest_harness.h"
 #include "fp_dev.h"
 #include "fiber.h"
 
+#include <fcntl.h>
 #include <grp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #define MAX_THREADS 8
 
@@ -130,6 +134,7 @@ FIXTURE(limits) {
 	int fd;
 	int report[2];
 	int hold[2];
+	bool reloaded;		/* the module was loaded with a parameter */
 };
 
 FIXTURE_SETUP(limits)
@@ -146,10 +151,14 @@ FIXTURE_SETUP(limits)
 		SKIP(return, "needs root to become other users");	\
 } while (0)
 
+static int reload_module(const char *params);
+
 FIXTURE_TEARDOWN(limits)
 {
 	if (self->fd >= 0)
 		close(self->fd);
+	if (self->reloaded && reload_module(""))
+		fprintf(stderr, "# could not load the module again as it was\n");
 }
 
 /* How many of a started user's threads registered. */
@@ -281,6 +290,119 @@ TEST_F(limits, auto_mode_falls_back_to_signals)
 		start_fibers_as(60401, FIBER_PREEMPT_AUTO, 0, FIBER_PREEMPT_SIGNAL);
 	ASSERT_EQ(pid, waitpid(pid, &status, 0));
 	ASSERT_EQ(0, status) TH_LOG("auto mode did not fall back to signals");
+}
+
+/* Where the VM puts the module: the tests' working directory. */
+#define FP_KO	"fiber_preempt.ko"
+
+/*
+ * Unloads the module, waiting up to 5 s for registrations that are ending
+ * (the threads of a child that just exited), and loads FP_KO again with
+ * params. 0 or -errno.
+ */
+static int reload_module(const char *params)
+{
+	int ko, i, ret = 0;
+
+	ko = open(FP_KO, O_RDONLY | O_CLOEXEC);
+	if (ko < 0)
+		return -errno;
+	for (i = 0; syscall(SYS_delete_module, "fiber_preempt", O_NONBLOCK); i++) {
+		if ((errno != EWOULDBLOCK && errno != EBUSY) || i == 500) {
+			ret = -errno;
+			break;
+		}
+		usleep(10000);
+	}
+	if (!ret && syscall(SYS_finit_module, ko, params, 0))
+		ret = -errno;
+	close(ko);
+	return ret;
+}
+
+/* In a child as uid with a limit of pages: one registration; 0 or -errno. */
+static int register_as(uid_t uid, long pages)
+{
+	struct fiber_preempt_register args;
+	struct fp_test_ctl tctl;
+	int status, fd;
+	pid_t pid = fork();
+
+	if (!pid) {
+		become(uid, pages);
+		fd = fp_open();
+		if (fd < 0)
+			exit(100);
+		fp_fill_register(&args, &tctl);
+		exit(-fp_ioctl(fd, FIBER_PREEMPT_IOC_REGISTER, &args));
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+		return -1000;
+	return -WEXITSTATUS(status);
+}
+
+/*
+ * With max_registrations=3: the failing step's number, or 0. Every
+ * refusal must give back what it took: a slot (ENOMEM) or a charge
+ * (ENOSPC).
+ */
+static int module_wide_limit_steps(int report[2], int hold[2])
+{
+	struct member m[MAX_THREADS];
+	pthread_t t[MAX_THREADS];
+	struct crowd c = { 0 };
+	int ok, status;
+	pid_t user;
+
+	/* A user with a limit of one page: one registration, then ENOMEM. */
+	user = start_user(60501, 1, 2, report, hold);
+	if (read(report[0], &ok, sizeof(ok)) != sizeof(ok) || ok != 1)
+		return 1;
+	/* Root takes the two slots left, the refused one's included; the third is ENOSPC. */
+	c.fd = fp_open();
+	if (crowd_register(&c, m, t, 3) != 2 || c.result[2] != -ENOSPC)
+		return 2;
+	/* Another user is refused with ENOSPC, not ENOMEM, while all are taken... */
+	if (register_as(60502, 1) != -ENOSPC)
+		return 3;
+	/* ...and was charged nothing: once a slot is free, its one page is enough. */
+	close(hold[1]);
+	if (waitpid(user, &status, 0) != user || status)
+		return 4;
+	if (register_as(60502, 1))
+		return 5;
+	crowd_release(&c, t);
+	return 0;
+}
+
+/*
+ * The module-wide limit (max_registrations, an insmod parameter) refuses
+ * with ENOSPC whoever comes when it is reached, root included. The module
+ * is loaded again with a limit of 3 for the test, and as it was after.
+ */
+TEST_F(limits, module_wide_limit)
+{
+	int status;
+	pid_t pid;
+
+	REQUIRE_DEVICE_AND_ROOT();
+	if (access(FP_KO, R_OK))
+		SKIP(return, "needs %s in the working directory to load the module again", FP_KO);
+	close(self->fd);
+	self->fd = -1;
+	self->reloaded = true;
+	ASSERT_EQ(0, reload_module("max_registrations=3"));
+	/* In a child, whose exit ends every registration of the test. */
+	pid = fork();
+	if (!pid)
+		exit(module_wide_limit_steps(self->report, self->hold));
+	/* Its users' children see EOF on hold when it exits, however it does. */
+	close(self->hold[1]);
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ASSERT_EQ(0, reload_module(""));
+	self->reloaded = false;
+	ASSERT_TRUE(WIFEXITED(status));
+	ASSERT_EQ(0, WEXITSTATUS(status)) TH_LOG("step %d failed", WEXITSTATUS(status));
 }
 
 TEST_HARNESS_MAIN
