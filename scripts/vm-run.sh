@@ -295,15 +295,16 @@ bad+='|ODEBUG:|DEBUG_LOCKS_WARN_ON|list_(add|del) corruption|usercopy: Kernel me
 bad+='|kernel BUG at|scheduling while atomic|sleeping function called from invalid context|suspicious RCU usage'
 # The kernel log without the lines that match but report nothing (a
 # lockdep kernel's boot banner), nor the stack traces of the OOM-killer
-# reports that a test announced: only their "Call Trace:" lines go, and
-# only inside such a report, so anything else still counts, a warning
-# printed in the middle of one included (by its "WARNING:" line). The
-# frames that follow match nothing.
+# reports that a test announced: their "Call Trace:" lines and their
+# frames (function+offset/size, on a debug kernel some named lockdep_*)
+# go, and only inside such a report, so anything else still counts, a
+# warning printed in the middle of one included (by its "WARNING:" line).
 tr -d '\r' < "$out/console.log" | grep -v 'RCU lockdep checking is enabled' | awk '
 	/fiber_preempt selftest: OOM kill expected/ { expected = 1 }
 	/fiber_preempt selftest: OOM kill over/     { expected = 0; report = 0 }
 	expected && /invoked oom-killer: /          { report = 1 }
 	report && /Call [Tt]race:/                  { next }
+	report && /^\[[ 0-9.]+\] +(\? )?[A-Za-z0-9_.]+\+0x[0-9a-f]+\/0x[0-9a-f]+( \[[A-Za-z0-9_]+\])?$/ { next }
 	report && /Killed process [0-9]+ /          { report = 0 }
 	{ print }
 ' > "$out/console.checked.log"
