@@ -460,7 +460,7 @@ check-debug:
 	scripts/debug-kernel.sh $(DEBUG_KERNEL) || built="not ok"; \
 	kargs="ARCH=x86_64 KERNEL=debug KVER=$$(cat $(DEBUG_KDIR)/include/config/kernel.release 2>/dev/null) \
 		KDIR=$(DEBUG_KDIR) VMLINUZ=$(DEBUG_KDIR)/arch/x86/boot/bzImage RESULTS=$(RESULTS) \
-		FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60)"; \
+		FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60) VM_KMODS=$(DEBUG_KDIR)"; \
 	[ "$$built" = ok ] && { $(MAKE) --no-print-directory $$kargs module || module="not ok"; }; \
 	[ "$$built" = ok ] && [ "$$module" = ok ] && \
 		$(DEBUG_VM_ENV) $(MAKE) --no-print-directory -k $$kargs vm-check; \

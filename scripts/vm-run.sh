@@ -143,7 +143,9 @@ ip link set lo up
 cd /fp
 echo "@@FP kernel \$(uname -r) \$(uname -m)"
 if [ -d /kmods ]; then
+	# None when the kernel has the disk's drivers built in.
 	for m in /kmods/*.ko; do
+		[ -e \$m ] || continue
 		insmod \$m || echo "@@FP disk: insmod \$m failed"
 	done
 	# The disk's node appears once virtio_blk has probed it.
