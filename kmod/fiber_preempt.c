@@ -408,7 +408,14 @@ static enum hrtimer_restart fp_timer_fn(struct hrtimer *timer)
 			next = reg->slice_ns;
 		}
 	}
-	hrtimer_forward_now(timer, ns_to_ktime(next));
+	/*
+	 * From now, where the slice's accounting starts, not from the old
+	 * expiry as hrtimer_forward_now() would: the interrupt's latency
+	 * varies, and a slice counted from now but timed from the expiry
+	 * ends a little after the next firing about every other time,
+	 * which then re-arms for the remainder and costs one more interrupt.
+	 */
+	hrtimer_set_expires(timer, ns_to_ktime(now + next));
 	return HRTIMER_RESTART;
 }
 
