@@ -91,7 +91,7 @@ module_files() {
 	for m; do
 		name=${m%\?}
 		grep -q "/${name//[-_]/[-_]}\.ko" "$dir/modules.builtin" 2>/dev/null && continue
-		f=$(find "$dir/kernel" -name "${name//[-_]/[-_]}.ko*" 2>/dev/null | head -n 1)
+		f=$(find "$dir/kernel" -name "${name//[-_]/[-_]}.ko*" -print -quit 2>/dev/null)
 		if [ -z "$f" ]; then
 			[ "$name" != "$m" ] && continue
 			echo "vm-run.sh: no module $name in $dir" >&2
@@ -313,7 +313,9 @@ tr -d '\r' < "$out/console.log" | grep -v 'RCU lockdep checking is enabled' | aw
 ' > "$out/console.checked.log"
 if grep -Eq "$bad" "$out/console.checked.log"; then
 	tap "not ok" "guest kernel log clean"
-	grep -E -B2 -A20 "$bad" "$out/console.checked.log" | head -60 | sed 's/^/# /' >> "$out/vm.tap"
+	# sed, not head, reads to the end: grep killed by SIGPIPE would end
+	# the script here (pipefail) with no tap line for the report.
+	grep -E -B2 -A20 "$bad" "$out/console.checked.log" | sed -n '1,60s/^/# /p' >> "$out/vm.tap"
 else
 	tap ok "guest kernel log clean"
 fi
