@@ -316,6 +316,7 @@ if grep -Eq "$bad" "$out/console.checked.log"; then
 	# sed, not head, reads to the end: grep killed by SIGPIPE would end
 	# the script here (pipefail) with no tap line for the report.
 	grep -E -B2 -A20 "$bad" "$out/console.checked.log" | sed -n '1,60s/^/# /p' >> "$out/vm.tap"
+	grep -E "$bad" "$out/console.checked.log" | sed -n "1,5s/^/vm-run.sh: guest kernel log: /p" >&2
 else
 	tap ok "guest kernel log clean"
 fi
