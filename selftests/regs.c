@@ -129,6 +129,8 @@ static int best_level(void)
 }
 
 #elif defined(__aarch64__)
+#include <sys/auxv.h>
+#include <asm/hwcap.h>
 #include "regs_aarch64.h"
 
 struct regs_check {
@@ -138,6 +140,9 @@ struct regs_check {
 	uint64_t gpr_out[31];
 	uint64_t nzcv_out, fpsr_out, fpcr_out;
 	uint8_t vec_out[32 * 16];
+	uint64_t pstate_fields;		/* DIT, SSBS, TCO: those to load and check */
+	uint64_t pstate_in, pstate_out;
+	uint64_t pad;
 } __attribute__((aligned(16)));
 
 _Static_assert(__builtin_offsetof(struct regs_check, nzcv_in) == RC_NZCV_IN, "layout");
@@ -145,9 +150,25 @@ _Static_assert(__builtin_offsetof(struct regs_check, vec_in) == RC_VEC_IN, "layo
 _Static_assert(__builtin_offsetof(struct regs_check, gpr_out) == RC_GPR_OUT, "layout");
 _Static_assert(__builtin_offsetof(struct regs_check, nzcv_out) == RC_NZCV_OUT, "layout");
 _Static_assert(__builtin_offsetof(struct regs_check, vec_out) == RC_VEC_OUT, "layout");
+_Static_assert(__builtin_offsetof(struct regs_check, pstate_fields) == RC_PSTATE_FIELDS, "layout");
+_Static_assert(__builtin_offsetof(struct regs_check, pstate_out) == RC_PSTATE_OUT, "layout");
 _Static_assert(sizeof(struct regs_check) == RC_SIZE, "layout");
 
-#define RC_BASE		0	/* x0-x30, NZCV, FPSR, FPCR, q0-q31 */
+/* x0-x30, NZCV, FPSR, FPCR, q0-q31, and DIT, SSBS, TCO where the CPU has them */
+#define RC_BASE		0
+
+/*
+ * The PSTATE fields beside NZCV that EL0 sets with MSR: a fiber that set
+ * one (constant-time code DIT, an allocator TCO) must find it as it was.
+ */
+static uint64_t pstate_fields(void)
+{
+	unsigned long hwcap = getauxval(AT_HWCAP), hwcap2 = getauxval(AT_HWCAP2);
+
+	return (hwcap & HWCAP_DIT ? 1ULL << RC_DIT_BIT : 0) |
+	       (hwcap & HWCAP_SSBS ? 1ULL << RC_SSBS_BIT : 0) |
+	       (hwcap2 & HWCAP2_MTE ? 1ULL << RC_TCO_BIT : 0);
+}
 
 static void fill(struct regs_check *rc, uint64_t *seed, int level)
 {
@@ -166,7 +187,11 @@ static void fill(struct regs_check *rc, uint64_t *seed, int level)
 	rc->fpsr_in = test_rand(seed) & 0x0800009fULL;
 	/* Rounding mode, flush-to-zero, default NaN. */
 	rc->fpcr_in = test_rand(seed) & 0x03c00000ULL;
+	rc->pstate_fields = pstate_fields();
+	rc->pstate_in = test_rand(seed) & rc->pstate_fields;
 }
+
+#define PSTATE_BIT(v, bit)	((int)(((v) >> (bit)) & 1))
 
 static const char *compare(const struct regs_check *rc, int level)
 {
@@ -189,6 +214,14 @@ static const char *compare(const struct regs_check *rc, int level)
 	for (i = 0; i < 32; i++)
 		if (memcmp(&rc->vec_in[i * 16], &rc->vec_out[i * 16], 16))
 			return snprintf(msg, sizeof(msg), "q%d differs", i), msg;
+	if (rc->pstate_in != rc->pstate_out)
+		return snprintf(msg, sizeof(msg), "PSTATE DIT %d SSBS %d TCO %d became DIT %d SSBS %d TCO %d",
+				PSTATE_BIT(rc->pstate_in, RC_DIT_BIT),
+				PSTATE_BIT(rc->pstate_in, RC_SSBS_BIT),
+				PSTATE_BIT(rc->pstate_in, RC_TCO_BIT),
+				PSTATE_BIT(rc->pstate_out, RC_DIT_BIT),
+				PSTATE_BIT(rc->pstate_out, RC_SSBS_BIT),
+				PSTATE_BIT(rc->pstate_out, RC_TCO_BIT)), msg;
 	return NULL;
 }
 
@@ -325,6 +358,13 @@ static void run_plan(struct __test_metadata *_metadata, enum fiber_preempt_mode 
 	       s[0].rounds);
 	TH_LOG("slices run out %lu; deferred: kernel %lu, upcall %lu, pc %lu, stack %lu",
 	       fired, deferred[0], deferred[1], deferred[2], deferred[3]);
+#ifdef __aarch64__
+	TH_LOG("PSTATE fields checked beside NZCV:%s%s%s%s",
+	       pstate_fields() & (1ULL << RC_DIT_BIT) ? " DIT" : "",
+	       pstate_fields() & (1ULL << RC_SSBS_BIT) ? " SSBS" : "",
+	       pstate_fields() & (1ULL << RC_TCO_BIT) ? " TCO" : "",
+	       pstate_fields() ? "" : " none (the CPU has no DIT, SSBS nor MTE)");
+#endif
 	for (i = 0; i < p->nr; i++)
 		EXPECT_STREQ("", s[i].error) TH_LOG("fiber %d", i);
 	ASSERT_LE(p->target, preempted);

@@ -2,12 +2,39 @@
 /*
  * void regs_spin(struct regs_check *rc, uint64_t iterations, int level)
  *
- * Loads x0-x30 (but x9), NZCV, FPSR, FPCR and q0-q31 from rc, spins
- * `iterations` times with instructions that change nothing else (sub
- * without flags and cbnz, on x9 only), then stores them all back to rc's
- * out fields for the caller to compare.
+ * Loads x0-x30 (but x9), NZCV, FPSR, FPCR, q0-q31 and the PSTATE fields
+ * of rc->pstate_fields (DIT, SSBS, TCO) from rc, spins `iterations` times
+ * with instructions that change nothing else (sub without flags and cbnz,
+ * on x9 only), then stores them all back to rc's out fields for the
+ * caller to compare, and gives the caller back its PSTATE fields.
  */
 #include "regs_aarch64.h"
+
+/* MSR of DIT, SSBS and TCO, those whose bit is set in fields, from value. */
+.macro	pstate_write fields, value
+	tbz	\fields, #RC_DIT_BIT, 91f
+	msr	s3_3_c4_c2_5, \value		/* DIT */
+91:	tbz	\fields, #RC_SSBS_BIT, 92f
+	msr	s3_3_c4_c2_6, \value		/* SSBS */
+92:	tbz	\fields, #RC_TCO_BIT, 93f
+	msr	s3_3_c4_c2_7, \value		/* TCO */
+93:
+.endm
+
+/* MRS of DIT, SSBS and TCO, those whose bit is set in fields, into out. */
+.macro	pstate_read fields, out, tmp
+	mov	\out, #0
+	tbz	\fields, #RC_DIT_BIT, 94f
+	mrs	\tmp, s3_3_c4_c2_5
+	orr	\out, \out, \tmp
+94:	tbz	\fields, #RC_SSBS_BIT, 95f
+	mrs	\tmp, s3_3_c4_c2_6
+	orr	\out, \out, \tmp
+95:	tbz	\fields, #RC_TCO_BIT, 96f
+	mrs	\tmp, s3_3_c4_c2_7
+	orr	\out, \out, \tmp
+96:
+.endm
 
 #define LOCAL_SAVED	0	/* x19-x30, d8-d15: 160 bytes */
 #define LOCAL_RC	160
@@ -16,7 +43,8 @@
 #define LOCAL_NZCV	424
 #define LOCAL_FPSR	432
 #define LOCAL_FPCR_OUT	440
-#define LOCAL_SIZE	448
+#define LOCAL_PSTATE	448	/* the caller's DIT, SSBS, TCO */
+#define LOCAL_SIZE	464
 
 	.text
 	.globl	regs_spin
@@ -41,6 +69,9 @@ regs_spin:
 	str	x0, [sp, #LOCAL_RC]
 	mrs	x10, fpcr
 	str	x10, [sp, #LOCAL_FPCR]
+	ldr	x11, [x0, #RC_PSTATE_FIELDS]
+	pstate_read x11, x12, x10
+	str	x12, [sp, #LOCAL_PSTATE]
 
 	add	x10, x0, #RC_VEC_IN
 	ldp	q0, q1, [x10, #0]
@@ -63,6 +94,8 @@ regs_spin:
 	msr	fpcr, x10
 	ldr	x10, [x0, #RC_FPSR_IN]
 	msr	fpsr, x10
+	ldr	x10, [x0, #RC_PSTATE_IN]
+	pstate_write x11, x10
 	ldr	x10, [x0, #RC_NZCV_IN]
 	msr	nzcv, x10
 	mov	x9, x1
@@ -112,6 +145,11 @@ regs_spin:
 	str	x1, [sp, #LOCAL_FPCR_OUT]
 
 	ldr	x0, [sp, #LOCAL_RC]
+	ldr	x3, [x0, #RC_PSTATE_FIELDS]
+	pstate_read x3, x4, x5
+	str	x4, [x0, #RC_PSTATE_OUT]
+	ldr	x4, [sp, #LOCAL_PSTATE]
+	pstate_write x3, x4
 	add	x1, sp, #LOCAL_GPR
 	add	x2, x0, #RC_GPR_OUT
 	mov	x3, #34				/* x0-x30, nzcv, fpsr, fpcr */

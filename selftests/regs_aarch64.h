@@ -13,6 +13,14 @@
 #define RC_FPSR_OUT	1040
 #define RC_FPCR_OUT	1048
 #define RC_VEC_OUT	1056
-#define RC_SIZE		1568
+#define RC_PSTATE_FIELDS 1568	/* DIT, SSBS, TCO: those the CPU has */
+#define RC_PSTATE_IN	1576
+#define RC_PSTATE_OUT	1584
+#define RC_SIZE		1600
+
+/* The PSTATE fields' bits, in SPSR and in what MRS/MSR of each moves. */
+#define RC_TCO_BIT	25
+#define RC_DIT_BIT	24
+#define RC_SSBS_BIT	12
 
 #endif /* _SELFTESTS_REGS_AARCH64_H */

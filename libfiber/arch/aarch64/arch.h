@@ -17,6 +17,9 @@
 
 #include "frame.h"
 
+/* The PSTATE fields upcall.S saves, NZCV and those of DIT, SSBS, TCO the CPU has. */
+extern uint64_t fiber_pstate_fields __attribute__((visibility("hidden")));
+
 /* The architecture's longest SVE vector: 2048 bits. */
 #define FIBER_SVE_VQ_MAX	16
 
@@ -109,8 +112,8 @@ static inline void fiber_arch_upcall_return(struct fiber_upcall_frame *frame,
 	frame->uc.uc_stack = *altstack;
 	frame->uc.uc_sigmask = *mask;
 	frame->uc.uc_mcontext.fault_address = 0;
-	/* EL0t with the saved NZCV; nothing else of PSTATE is user state. */
-	frame->uc.uc_mcontext.pstate &= 0xf0000000ULL;
+	/* EL0t with the fields the trampoline saved (BTYPE 0: not at a branch). */
+	frame->uc.uc_mcontext.pstate &= fiber_pstate_fields;
 	fp->head.magic = FPSIMD_MAGIC;
 	fp->head.size = sizeof(*fp);
 	if (sve_vl)

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
-/* AArch64: a new fiber's first switch frame. */
+/* AArch64: the PSTATE fields a preemption keeps, a new fiber's first switch frame. */
 #include <stdint.h>
 #include <string.h>
+#include <sys/auxv.h>
+#include <asm/hwcap.h>
 
 #include "internal.h"
 
@@ -10,8 +12,29 @@ _Static_assert(offsetof(struct fiber_preempt_ctl, upcall_pc) == CTL_UPCALL_PC,
 _Static_assert(offsetof(struct fiber_preempt_ctl, sve_live) == CTL_SVE_LIVE,
 	       "frame.h and the UAPI disagree on sve_live");
 
+uint64_t fiber_pstate_fields;
+
+/*
+ * Beside NZCV, EL0 writes three PSTATE fields with MSR, and a preempted
+ * fiber must get back the values it had: DIT (data-independent timing,
+ * which constant-time cryptographic code turns on around itself), SSBS
+ * (whether stores may be bypassed speculatively, a thread's Spectre v4
+ * setting) and TCO (memory tagging's check override, which allocators
+ * turn on to reach memory of any tag). Reading one the CPU lacks is an
+ * undefined instruction, so the trampoline reads only those set here.
+ */
 void fiber_arch_init(void)
 {
+	unsigned long hwcap = getauxval(AT_HWCAP), hwcap2 = getauxval(AT_HWCAP2);
+	uint64_t fields = PSTATE_NZCV;
+
+	if (hwcap & HWCAP_DIT)
+		fields |= 1ULL << PSTATE_DIT_BIT;
+	if (hwcap & HWCAP_SSBS)
+		fields |= 1ULL << PSTATE_SSBS_BIT;
+	if (hwcap2 & HWCAP2_MTE)
+		fields |= 1ULL << PSTATE_TCO_BIT;
+	fiber_pstate_fields = fields;
 }
 
 void *fiber_arch_init_stack(void *top, struct fiber *f)

@@ -15,7 +15,8 @@
  *    312    uc_mcontext.regs[0..30]      stp/str at entry
  *    560    uc_mcontext.sp               the interrupted SP (frame + 12288)
  *    568    uc_mcontext.pc               ctl->upcall_pc
- *    576    uc_mcontext.pstate           NZCV (mrs), EL0t
+ *    576    uc_mcontext.pstate           NZCV, and DIT, SSBS, TCO where the
+ *                                        CPU has them (mrs), EL0t
  *    592    fpsimd_context: magic, size  C
  *    600      fpsr, fpcr                 mrs at entry
  *    608      vregs q0..q31              stp at entry
@@ -68,5 +69,14 @@
 #define CTL_SVE_LIVE		104
 
 #define NR_RT_SIGRETURN		139
+
+/*
+ * The PSTATE fields EL0 sets itself, at their bits in SPSR and in the
+ * frame's pstate; fiber_pstate_fields holds those the CPU implements.
+ */
+#define PSTATE_NZCV		0xf0000000
+#define PSTATE_TCO_BIT		25
+#define PSTATE_DIT_BIT		24
+#define PSTATE_SSBS_BIT		12
 
 #endif /* LIBFIBER_ARCH_AARCH64_FRAME_H */

@@ -17,7 +17,8 @@
  *   1. "bti c": the redirect lands as an indirect call would (the module
  *      sets PSTATE.BTYPE as for a signal handler);
  *   2. one SP adjustment of 12 KiB (AArch64 has no red zone) for the frame;
- *   3. save x0-x30, then NZCV, FPSR, FPCR, q0-q31, the SP and the PC, and
+ *   3. save x0-x30, then NZCV (with DIT, SSBS and TCO: see context.c),
+ *      FPSR, FPCR, q0-q31, the SP and the PC, and
  *      when ctl->sve_live says the SVE registers are live, z0-z31, p0-p15
  *      and FFR at the vector length the CPU reports;
  *   4. call fiber_upcall_handler(frame), which switches fibers, returns
@@ -75,7 +76,18 @@ fiber_upcall_entry:
 	.cfi_offset \n, UC_REGS + \n * 8 - UPCALL_FRAME_SIZE
 	.endr
 	mrs	x0, nzcv			/* flags: stp/str left them alone */
-	str	x0, [sp, #UC_PSTATE]
+	adrp	x1, fiber_pstate_fields		/* and DIT, SSBS, TCO where they exist */
+	ldr	x1, [x1, :lo12:fiber_pstate_fields]
+	tbz	x1, #PSTATE_DIT_BIT, 4f
+	mrs	x2, s3_3_c4_c2_5		/* DIT */
+	orr	x0, x0, x2
+4:	tbz	x1, #PSTATE_SSBS_BIT, 5f
+	mrs	x2, s3_3_c4_c2_6		/* SSBS */
+	orr	x0, x0, x2
+5:	tbz	x1, #PSTATE_TCO_BIT, 6f
+	mrs	x2, s3_3_c4_c2_7		/* TCO */
+	orr	x0, x0, x2
+6:	str	x0, [sp, #UC_PSTATE]
 	mrs	x0, fpsr
 	str	w0, [sp, #FPSIMD_FPSR]
 	mrs	x0, fpcr
