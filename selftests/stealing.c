@@ -206,44 +206,47 @@ TEST(spawns_from_threads)
 }
 
 #define SLEEPERS	200
-/*
- * Apart by more than an emulated vCPU may stall between a sleeper's
- * reading of the clock and fiber_sleep()'s (0.3 ms was not, once in an
- * arm64 VM: two woke swapped).
- */
 #define SLEEP_STEP_NS	1000000
 
 struct sleeper {
 	uint64_t deadline, woke;
 	int order;
+	int rc;				/* fiber_cond_timedwait()'s */
 	bool late;			/* its deadline had passed before it slept */
 };
 
 static atomic_int wake_order, waiting;
 static fiber_mutex_t gate_lock = FIBER_MUTEX_INITIALIZER;
 static fiber_cond_t gate = FIBER_COND_INITIALIZER;
+static fiber_cond_t never_signalled = FIBER_COND_INITIALIZER;
 static bool gate_open;
 
+/*
+ * Waits for the gate, then until its deadline. The wait takes the
+ * deadline itself, as fiber_cond_timedwait() does: a relative sleep
+ * computed from the clock ends late by however long the thread was off
+ * its CPU between that reading and fiber_sleep()'s own, and an emulated
+ * vCPU stalled there for more than the 1 ms between two deadlines once
+ * (two sleepers woke swapped, with either 0.3 or 1 ms between them).
+ */
 static void *timed_sleeper(void *arg)
 {
 	struct sleeper *s = arg;
-	uint64_t now;
 
 	fiber_mutex_lock(&gate_lock);
 	atomic_fetch_add(&waiting, 1);
 	while (!gate_open)
 		fiber_cond_wait(&gate, &gate_lock);
+	s->late = test_now_ns() >= s->deadline;
+	s->rc = fiber_cond_timedwait(&never_signalled, &gate_lock, s->deadline);
 	fiber_mutex_unlock(&gate_lock);
-	now = test_now_ns();
-	s->late = now >= s->deadline;
-	fiber_sleep(s->late ? 0 : s->deadline - now);
 	s->woke = test_now_ns();
 	s->order = atomic_fetch_add(&wake_order, 1);
 	return NULL;
 }
 
 /*
- * 200 fibers on one worker sleep until deadlines 1 ms apart, in a
+ * 200 fibers on one worker wait until deadlines 1 ms apart, in a
  * shuffled order: none wakes early, and they wake in deadline order (the
  * worker's timer heap). They wait at a gate first, so the deadlines start
  * once all exist, however slow spawning is (emulated, it is).
@@ -286,6 +289,7 @@ TEST(timers_in_deadline_order)
 		int j, earlier = 0;
 
 		ASSERT_FALSE(s[i].late) TH_LOG("sleeper %d ran only after its deadline", i);
+		ASSERT_EQ(-ETIMEDOUT, s[i].rc) TH_LOG("sleeper %d", i);
 		ASSERT_LE(s[i].deadline, s[i].woke);
 		for (j = 0; j < SLEEPERS; j++)
 			earlier += s[j].deadline < s[i].deadline;
